@@ -1,0 +1,108 @@
+"""Events the bot reports directly: `record_fill`, `risk_halt`, `heartbeat`.
+
+A fill is joined to the decision that placed its order — by client_order_id, or by the order_id the
+place call returned — also when it arrives on another thread or several loops later: the FILL line
+carries that decision's decision_id and its span is a child of that decision's span. A fill that
+matches no known order is still logged and recorded (`matched: false`; in the ledger under
+decision_id `unmatched:<market>`, so it stays queryable).
+
+These functions never raise into the bot (except SchemaError in strict mode).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry.trace import NonRecordingSpan, set_span_in_context
+
+from dora_otel import _runtime, identity
+from dora_otel._runtime import span_attributes
+from dora_otel.context import DecisionRef, current_decision
+from dora_otel.events import SchemaError
+
+_internal = logging.getLogger("dora_otel.internal")
+_EMPTY = otel_context.Context()
+
+
+def _guarded(fn: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        runtime = _runtime.ACTIVE
+        if runtime is None:
+            return None
+        try:
+            return fn(runtime, *args, **kwargs)
+        except SchemaError:
+            if runtime.strict:
+                raise
+        except Exception:
+            try:
+                _internal.error("dora-otel failed in %s", fn.__name__, exc_info=True)
+            except Exception:
+                pass
+        return None
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__qualname__ = fn.__qualname__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+@_guarded
+def record_fill(runtime: _runtime.Runtime, market: str | None = None, side: Any = None, price: Any = None,
+                size: Any = None, pnl_delta: Any = None, *, order_id: Any = None, client_order_id: Any = None,
+                **extra: Any) -> str | None:
+    """Log FILL (and record it in the ledger), joined to the decision that placed the order.
+
+    Returns the decision_id the fill was joined to, or None when it matched no order. Call it from
+    any thread. `market` and `side` default to those of the matched order.
+    """
+    ref = runtime.orders.find(client_order_id, order_id)
+    if ref is not None:
+        market = market if market is not None else ref.market
+        side = side if side is not None else ref.side
+        client_order_id = client_order_id or ref.client_order_id
+    seq = identity.next_seq()
+    fields: dict[str, Any] = {
+        **extra, "seq": seq, "market": market, "side": side, "price": price, "size": size,
+        "pnl_delta": pnl_delta, "order_id": order_id, "client_order_id": client_order_id,
+        "matched": ref is not None,
+    }
+    if ref is not None:
+        fields["decision_id"], fields["slot"] = ref.decision_id, ref.slot
+        parent_ctx = set_span_in_context(NonRecordingSpan(ref.span_context))
+    else:
+        parent_ctx = _EMPTY
+    record = dict(fields, decision_id=ref.decision_id if ref else f"unmatched:{market}")
+    span = runtime.tracer.start_span("fill", context=parent_ctx, attributes=span_attributes(
+        "FILL", record, ("market", "order_id", "client_order_id")))
+    token = otel_context.attach(set_span_in_context(span))
+    decision_token = current_decision.set(DecisionRef(ref.decision_id, market, ref.span_context)) if ref else None
+    try:
+        text = f"fill {side} {size}@{price} on {market}" + ("" if ref else " (matches no known order)")
+        runtime.emit(logging.INFO, "FILL", text, fields)
+    finally:
+        if decision_token is not None:
+            current_decision.reset(decision_token)
+        otel_context.detach(token)
+        span.end()
+    if ref is not None and runtime.watchdog is not None:
+        runtime.watchdog.fill(ref.decision_id, ref.slot)
+    return ref.decision_id if ref else None
+
+
+@_guarded
+def risk_halt(runtime: _runtime.Runtime, reason: str, daily_pnl: Any, **extra: Any) -> None:
+    """Log RISK_HALT: trading was halted (the `dora-bot-risk-halt` alarm fires on it)."""
+    runtime.emit(logging.ERROR, "RISK_HALT", f"trading halted: {reason}",
+                 {**extra, "reason": reason, "daily_pnl": daily_pnl})
+
+
+@_guarded
+def heartbeat(runtime: _runtime.Runtime, markets_active: int, open_orders_count: int, **extra: Any) -> None:
+    """Log HEARTBEAT with the ledger's health counters (`ledger_*` fields). Call it every N loops."""
+    fields = {**extra, "markets_active": markets_active, "open_orders_count": open_orders_count}
+    for key, value in runtime.stats().items():
+        fields[f"ledger_{key}"] = value
+    runtime.emit(logging.INFO, "HEARTBEAT", f"heartbeat: {markets_active} markets, {open_orders_count} open orders", fields)

@@ -1,0 +1,71 @@
+"""Span → ledger record: the flat, append-only, JSON-serializable rows of the execution ledger.
+
+The field list and key layout are in docs/ARCHITECTURE.md ("Ledger records"). Records hold only
+str, int, float and bool (and, for decisions, one list of flat dicts), never a DynamoDB-only type,
+so the same rows can later live as NDJSON in S3.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+import orjson
+
+EXECUTION_EVENTS = frozenset({"ORDER_PLACE", "ORDER_RESULT", "ORDER_CANCEL", "FILL"})
+_PREFIX = "dora."
+_SKIP = frozenset({"dora.event_type", "dora.record"})
+_DAY = 86_400
+
+
+def iso_from_ns(ns: int) -> str:
+    """ISO-8601 UTC with microseconds and Z: sortable as text, unique enough with `seq`."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1000:06d}Z"
+
+
+def execution_sort_key(record: Mapping[str, Any]) -> str:
+    return f"{record['decision_id']}#{record['event_ts']}#{int(record['seq']):012d}"
+
+
+class RecordBuilder:
+    """Builds records for one run. Called on the bot's thread from span processor hooks: cheap."""
+
+    def __init__(self, *, bot_run_id: str, env: str, bot_version: str, ttl_days: int) -> None:
+        self._base = {"bot_run_id": bot_run_id, "env": env, "bot_version": bot_version}
+        self._ttl = ttl_days * _DAY
+
+    def _common(self, attrs: Mapping[str, Any], span_context: Any, ts_ns: int) -> dict[str, Any]:
+        record: dict[str, Any] = dict(self._base)
+        raw = attrs.get("dora.record")
+        if raw:
+            record.update(orjson.loads(raw))
+        for key, value in attrs.items():  # flat attributes set later (a cancel's outcome) win
+            if key.startswith(_PREFIX) and key not in _SKIP and value is not None:
+                record[key[5:]] = value
+        record["event_ts"] = iso_from_ns(ts_ns)
+        record["trace_id"] = format(span_context.trace_id, "032x")
+        record["span_id"] = format(span_context.span_id, "016x")
+        record["expires_at"] = ts_ns // 1_000_000_000 + self._ttl
+        seq = record.get("seq")
+        if seq is not None:
+            record["event_id"] = f"{record['bot_run_id']}:{seq}"
+        return record
+
+    def execution(self, event_type: str, attrs: Mapping[str, Any], span_context: Any, ts_ns: int) -> dict[str, Any]:
+        record = self._common(attrs, span_context, ts_ns)
+        record.setdefault("decision_id", record["trace_id"])
+        record["kind"] = "execution"
+        record["event_type"] = event_type
+        return record
+
+    def decision(self, attrs: Mapping[str, Any], span_context: Any, start_ns: int, end_ns: int) -> dict[str, Any]:
+        record = self._common(attrs, span_context, end_ns)
+        record["kind"] = "decision"
+        record["decision_id"] = record["trace_id"]
+        record["execution_log_partition"] = record["bot_run_id"]
+        record["decision_ts"] = iso_from_ns(start_ns)
+        record["decision_day"] = record["decision_ts"][:10]
+        record["target_orders"] = record.pop("targets", [])
+        record.setdefault("target_count", len(record["target_orders"]))
+        return record

@@ -1,0 +1,256 @@
+"""JSON log lines: the formatter every line goes through, and the handlers that carry lines out
+(stdout, a rotating file under the data directory, and OTLP to the collector when configured).
+
+Every record becomes exactly one JSON object on one line, including the bot's own plain
+`logger.info("...")` calls. Formatting runs on the thread that logs, so it is kept lean: the line is
+built once per record and cached on it, whatever number of handlers write it.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import math
+import time
+import traceback
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Mapping
+
+import orjson
+from opentelemetry import trace
+
+from dora_otel import context, identity
+from dora_otel.redact import redact
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_PROBE = logging.LogRecord("probe", logging.INFO, "p", 0, "m", None, None)
+_RESERVED = frozenset(vars(_PROBE)) | {"message", "asctime", "taskName", "_dora", "_dora_fields", "_dora_line"}
+_BASE_LEN = len(vars(_PROBE))
+_ORJSON_OPTS = orjson.OPT_NON_STR_KEYS
+_get_current_span = trace.get_current_span
+# Fields that are identity or line metadata; event fields may not overwrite them.
+_PROTECTED = ("ts", "level", "service", "env", "bot_version", "bot_run_id", "logger")
+
+
+def event_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The event's own fields for `record`: extras, dora event fields, seq, trace context, decision.
+
+    Computed once per record and cached on it, so the JSON and OTLP handlers agree (same `seq`).
+    """
+    cached = record.__dict__.get("_dora_fields")
+    if cached is not None:
+        return cached
+    rd = record.__dict__
+    own = rd.get("_dora")
+    fields: dict[str, Any] = context.bound_fields()
+    if len(rd) > _BASE_LEN + (own is not None):
+        for key, value in rd.items():
+            if key not in _RESERVED and key[0] != "_":
+                fields[key] = value
+    if own is not None:
+        fields.update(own)
+    if "seq" not in fields:
+        fields["seq"] = identity.next_seq()
+    if record.exc_info and record.exc_info[1] is not None:
+        exc = record.exc_info[1]
+        if fields.get("event_type", "LOG") == "LOG":
+            fields["event_type"] = "ERROR"
+        fields.setdefault("error_type", type(exc).__name__)
+        fields.setdefault("error_msg", _safe_str(exc))
+        fields.setdefault("stack", "".join(traceback.format_exception(*record.exc_info)))
+    elif "event_type" not in fields:
+        fields["event_type"] = "LOG"
+    ctx = _get_current_span().get_span_context()
+    if ctx.is_valid:
+        fields.setdefault("trace_id", format(ctx.trace_id, "032x"))
+        fields.setdefault("span_id", format(ctx.span_id, "016x"))
+    decision = context.current_decision.get()
+    if decision is not None:
+        fields.setdefault("decision_id", decision.decision_id)
+        if decision.market is not None:
+            fields.setdefault("market", decision.market)
+    record._dora_fields = fields  # type: ignore[attr-defined]
+    return fields
+
+
+def _safe_str(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:  # an object whose __str__ raises must not break the line
+        try:
+            return repr(value)
+        except Exception:
+            return f"<unprintable {type(value).__name__}>"
+
+
+def _json_default(value: Any) -> Any:
+    """orjson calls this for types it cannot encode itself."""
+    if isinstance(value, Decimal):
+        return float(value) if value.is_finite() else str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    if isinstance(value, (set, frozenset)):
+        return sorted((_safe_str(v) for v in value))
+    if isinstance(value, Path):
+        return str(value)
+    return _safe_str(value)
+
+
+_SIMPLE = (str, int, bool, type(None))
+
+
+def _clean(value: Any) -> Any:
+    """Make a value JSON can hold. orjson would write NaN/inf as null; we keep them visible as text."""
+    kind = type(value)
+    if kind in _SIMPLE:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {_safe_str(k) if not isinstance(k, str) else k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:  # orjson's integer range
+        return str(value)
+    return value
+
+
+def dumps_line(payload: dict[str, Any]) -> str:
+    """Encode one line. Never raises: a value nothing can encode becomes its string form."""
+    try:
+        out = orjson.dumps(payload, default=_json_default, option=_ORJSON_OPTS)
+    except Exception:
+        out = orjson.dumps({k: _safe_str(v) if not isinstance(v, (str, int, float)) else v
+                            for k, v in payload.items()}, default=_safe_str)
+    if b"\xe2\x80" in out:  # U+2028/U+2029 are line breaks for some readers (str.splitlines, JS)
+        out = out.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
+    return out.decode("utf-8")
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats every record as one JSON object: base fields, event fields, trace context.
+
+    Runs on the logging thread; never raises (a line that cannot be built is replaced by a minimal
+    valid line saying so).
+    """
+
+    def __init__(self, identity_fields: Mapping[str, str]) -> None:
+        super().__init__()
+        self._identity = {k: identity_fields[k] for k in ("service", "env", "bot_version", "bot_run_id")}
+        self._last_second = -1
+        self._prefix = ""
+
+    def _ts(self, created: float) -> str:
+        second = int(created)
+        if second != self._last_second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._last_second = second
+        return f"{self._prefix}.{int((created - second) * 1000):03d}Z"
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = record.__dict__.get("_dora_line")
+        if line is not None:
+            return line
+        try:
+            line = self._build(record)
+        except Exception as exc:  # telemetry never breaks logging
+            line = dumps_line({"ts": self._ts(time.time()), "level": "ERROR", **self._identity,
+                               "message": "dora-otel could not format a log record",
+                               "event_type": "ERROR", "error_type": type(exc).__name__,
+                               "error_msg": _safe_str(exc), "seq": identity.next_seq()})
+        record._dora_line = line  # type: ignore[attr-defined]
+        return line
+
+    def _build(self, record: logging.LogRecord) -> str:
+        fields = event_fields(record)
+        try:
+            message = record.getMessage()
+        except Exception:
+            message = f"{_safe_str(record.msg)} % {_safe_str(record.args)}"
+        if type(message) is not str:
+            message = _safe_str(message)
+        line: dict[str, Any] = {
+            "ts": self._ts(record.created),
+            "level": record.levelname,
+            **self._identity,
+            "message": redact(message),
+            "event_type": None,
+            "seq": None,
+            "logger": record.name,
+        }
+        for key, value in fields.items():
+            if value is None:  # absent, not null: lines stay short and queries simple
+                continue
+            if key in _PROTECTED:
+                if line.get(key) == value:
+                    continue
+                key = f"field_{key}"
+            line[key] = _clean(value)
+        for key in ("error_msg", "stack"):
+            value = line.get(key)
+            if type(value) is str:
+                line[key] = redact(value)
+        return dumps_line(line)
+
+
+def stream_handler(stream: Any, formatter: logging.Formatter) -> logging.Handler:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    handler.set_name("dora-otel-stdout")
+    return handler
+
+
+def file_handler(data_dir: Path, formatter: logging.Formatter) -> logging.Handler:
+    """A rotating file of the same JSON lines: 50 MB per file, 5 kept."""
+    path = data_dir / "logs" / "dora-bot.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=50 * 1024 * 1024, backupCount=5,
+                                                   encoding="utf-8")
+    handler.setFormatter(formatter)
+    handler.set_name("dora-otel-file")
+    return handler
+
+
+def log_file_path(data_dir: Path) -> Path:
+    return data_dir / "logs" / "dora-bot.jsonl"
+
+
+def _attribute_value(value: Any) -> Any:
+    if type(value) in (str, int, bool, float):
+        return value if type(value) is not float or math.isfinite(value) else str(value)
+    if value is None:
+        return None
+    return dumps_line({"v": _clean(value)})[5:-1]  # JSON text of the value
+
+
+def otlp_handler(logger_provider: Any) -> logging.Handler:
+    """opentelemetry-instrumentation-logging's handler, fed flat underscore-named attributes.
+
+    The CloudWatch exporter stores attributes under `$.attributes`, so an event's `event_type`
+    lands at `$.attributes.event_type` — where the metric filters in deploy/ look for it.
+    """
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
+
+    class FlatAttributesHandler(LoggingHandler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                fields = event_fields(record)
+                flat = {k: _attribute_value(v) for k, v in fields.items() if v is not None}
+                message = redact(record.getMessage())
+                for key in ("error_msg", "stack"):
+                    if type(flat.get(key)) is str:
+                        flat[key] = redact(flat[key])
+                copy = logging.makeLogRecord({
+                    "name": record.name, "levelno": record.levelno, "levelname": record.levelname,
+                    "msg": message, "args": None, "created": record.created, "msecs": record.msecs,
+                    "pathname": record.pathname, "lineno": record.lineno, "funcName": record.funcName,
+                })
+                copy.__dict__.update(flat)
+                super().emit(copy)
+            except Exception:  # never raise into the bot; the JSON lines still carry the event
+                pass
+
+    handler = FlatAttributesHandler(logger_provider=logger_provider)
+    handler.set_name("dora-otel-otlp")
+    return handler
