@@ -408,6 +408,8 @@ def order_place(fn: F | None = None, /, *, result: Callable[[Any], Any] | None =
             if state.ref is not None and coid is not None:
                 runtime.orders.add(str(coid), state.ref)
             runtime.emit(logging.INFO, "ORDER_PLACE", f"placing {side} {size}@{price} on {mkt}", dict(fields))
+            if runtime.watchdog is not None and decision_id is not None:
+                runtime.watchdog.order_started(decision_id, slot, coid, mkt)
             state.started = _perf()
             return state
 

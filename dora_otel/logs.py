@@ -97,7 +97,8 @@ def _json_default(value: Any) -> Any:
     return _safe_str(value)
 
 
-_SIMPLE = (str, int, bool, type(None))
+_SIMPLE = (str, bool, type(None))
+_INT_MIN, _INT_MAX = -(2**63), 2**64  # orjson's integer range
 
 
 def _clean(value: Any) -> Any:
@@ -105,13 +106,15 @@ def _clean(value: Any) -> Any:
     kind = type(value)
     if kind in _SIMPLE:
         return value
+    if kind is int:
+        return value if _INT_MIN <= value < _INT_MAX else str(value)
     if kind is float:
         return value if math.isfinite(value) else str(value)
     if isinstance(value, dict):
         return {_safe_str(k) if not isinstance(k, str) else k: _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
-    if isinstance(value, int) and not -(2**63) <= value < 2**64:  # orjson's integer range
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT_MIN <= value < _INT_MAX:
         return str(value)
     return value
 
@@ -121,8 +124,7 @@ def dumps_line(payload: dict[str, Any]) -> str:
     try:
         out = orjson.dumps(payload, default=_json_default, option=_ORJSON_OPTS)
     except Exception:
-        out = orjson.dumps({k: _safe_str(v) if not isinstance(v, (str, int, float)) else v
-                            for k, v in payload.items()}, default=_safe_str)
+        out = orjson.dumps({k: v if type(v) is str else _safe_str(v) for k, v in payload.items()})
     if b"\xe2\x80" in out:  # U+2028/U+2029 are line breaks for some readers (str.splitlines, JS)
         out = out.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
     return out.decode("utf-8")

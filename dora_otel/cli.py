@@ -1,0 +1,117 @@
+"""The `dora-otel` command: demo, explain, reconcile, tables.
+
+Exit codes: 0 success (and, for reconcile, a clean range), 1 mismatches found, 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dora-otel",
+        description="Observability for the Dora market-making bot: answer 'the decision log says trade X, "
+                    "but the bot didn't execute — what happened?'",
+        epilog="Configuration comes from the environment (DORA_ENV, DORA_LEDGER, DORA_DATA_DIR, "
+               "OTEL_EXPORTER_OTLP_ENDPOINT, AWS_REGION, ...); see README.md.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run a simulated market-making bot on a paper exchange with seeded faults",
+                          description="Run the demo bot: JSON log lines on stdout, a summary on stderr.")
+    demo.add_argument("--cycles", type=_positive_int, default=200, help="trading loops to run (default 200)")
+    demo.add_argument("--markets", type=_positive_int, default=3, help="markets to quote (default 3)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed: same seed, same run (default 7)")
+    demo.add_argument("--fault-rate", type=_rate, default=0.1,
+                      help="share of orders hit by a fault: reject, timeout (live or lost), silent drop (default 0.1)")
+    demo.add_argument("--ledger", choices=("sqlite", "dynamodb", "memory", "off"), default=None,
+                      help="execution ledger sink (default: DORA_LEDGER, else sqlite)")
+    demo.add_argument("--data-dir", default=None, help="where logs, spans and the local ledger go "
+                                                        "(default: DORA_DATA_DIR, else ./dora-otel-data)")
+    demo.add_argument("--truth", metavar="PATH", default=None,
+                      help="write the paper exchange's own record of every order to PATH (JSON)")
+
+    _add_query_commands(sub)
+    _add_tables_command(sub)
+    return parser
+
+
+def _add_query_commands(sub: argparse._SubParsersAction) -> None:
+    try:
+        from dora_otel.query import cli as query_cli
+    except ImportError:
+        return
+    query_cli.add_commands(sub)
+
+
+def _add_tables_command(sub: argparse._SubParsersAction) -> None:
+    tables = sub.add_parser("tables", help="create or describe the DynamoDB ledger tables",
+                            description="Create (idempotent; waits until ACTIVE; enables TTL) or describe "
+                                        "dora_execution_log_{env} and dora_decision_log_{env}. Uses boto3's "
+                                        "standard settings: AWS_REGION, AWS_ENDPOINT_URL_DYNAMODB, profiles.")
+    tables.add_argument("action", choices=("create", "describe"))
+    tables.add_argument("--env", default=None, help="demo or prod (default: DORA_ENV, else demo)")
+    tables.add_argument("--ttl-days", type=int, default=None, help="TTL on expires_at, 30-90 (default 30)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        if args.command == "demo":
+            from dora_otel.demo.run import run_demo
+
+            return run_demo(cycles=args.cycles, markets=args.markets, seed=args.seed, fault_rate=args.fault_rate,
+                            ledger=args.ledger, data_dir=args.data_dir, truth=args.truth)
+        if args.command == "tables":
+            return _tables(args)
+        return int(args.handler(args))
+    except ValueError as exc:  # bad configuration: say what and exit 2, no traceback
+        print(f"dora-otel {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _tables(args: argparse.Namespace) -> int:
+    import json
+
+    from dora_otel.config import Config
+    from dora_otel.sinks import tables
+
+    config = Config.resolve({"env": args.env, "ledger_ttl_days": args.ttl_days})
+    try:
+        if args.action == "create":
+            names = tables.create_tables(config.env, ttl_days=config.ledger_ttl_days)
+            print(f"tables ready: {', '.join(names)}", file=sys.stderr)
+        else:
+            for info in tables.describe_tables(config.env):
+                print(json.dumps(info, default=str, indent=2))
+    except Exception as exc:  # boto3/botocore errors: one line, named
+        print(f"dora-otel tables {args.action}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Fixtures for the core telemetry tests: a set-up Telemetry writing JSON lines into memory, with
+an in-memory span exporter attached, torn down (and global state restored) after each test."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from typing import Any, Iterator
+
+import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import dora_otel
+
+
+class Captured:
+    def __init__(self, telemetry: dora_otel.Telemetry, stream: io.StringIO, spans: InMemorySpanExporter) -> None:
+        self.telemetry = telemetry
+        self.stream = stream
+        self.exporter = spans
+
+    def lines(self) -> list[dict[str, Any]]:
+        text = self.stream.getvalue()
+        return [json.loads(line) for line in text.split("\n") if line]
+
+    def raw_lines(self) -> list[str]:
+        return [line for line in self.stream.getvalue().split("\n") if line]
+
+    def events(self, event_type: str) -> list[dict[str, Any]]:
+        return [line for line in self.lines() if line["event_type"] == event_type]
+
+    def spans(self, name: str | None = None) -> list[Any]:
+        spans = list(self.exporter.get_finished_spans())
+        return [s for s in spans if name is None or s.name == name or s.name.startswith(name + " ")]
+
+
+def start(tmp_path: Any, **overrides: Any) -> Captured:
+    stream = io.StringIO()
+    args: dict[str, Any] = dict(stream=stream, container_mode=True, data_dir=tmp_path, ledger="off",
+                                strict=True, install_signal_handlers=False, watchdog_seconds=0)
+    args.update(overrides)
+    telemetry = dora_otel.setup(**args)
+    exporter = InMemorySpanExporter()
+    telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return Captured(telemetry, stream, exporter)
+
+
+@pytest.fixture
+def cap(tmp_path: Any) -> Iterator[Captured]:
+    captured = start(tmp_path)
+    yield captured
+    captured.telemetry.shutdown(reason="test")
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Every test leaves the root logger and dora_otel's globals as it found them."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    current = dora_otel.current()
+    if current is not None:
+        current.shutdown(reason="test teardown")
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
