@@ -1,0 +1,125 @@
+"""The systemd units load cleanly with systemd-analyze and say what the deployment relies on."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import systemd_verify as sv
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+UNITS = ("dora-bot.service", "dora-reconcile.service", "dora-reconcile.timer")
+# The shape of the unit the aws-otel-collector package installs (tools/packaging/linux/
+# aws-otel-collector.service in aws-observability/aws-otel-collector); our drop-in extends it.
+ADOT_UNIT = """[Unit]
+Description=ADOT Collector
+After=network.target
+
+[Service]
+Type=simple
+EnvironmentFile=/opt/aws/aws-otel-collector/etc/.env
+ExecStart=/opt/aws/aws-otel-collector/bin/aws-otel-collector $config
+KillMode=process
+Restart=on-failure
+RestartSec=60s
+User=aoc
+Group=aoc
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def _text(name: str) -> str:
+    return (DEPLOY / name).read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def root(tmp_path):
+    return sv.make_root(tmp_path / "root", {name: _text(name) for name in UNITS})
+
+
+def test_systemd_analyze_verify_accepts_the_bot_and_reconcile_units(root):
+    sv.verify(root, *UNITS)
+
+
+def test_systemd_analyze_verify_accepts_the_collector_drop_in(tmp_path):
+    dropin = (DEPLOY / "aws-otel-collector.service.d" / "10-dora.conf").read_text(encoding="utf-8")
+    root = sv.make_root(tmp_path / "root", {}, {"aws-otel-collector.service": {"10-dora.conf": dropin}})
+    (root / "usr/lib/systemd/system/aws-otel-collector.service").write_text(ADOT_UNIT, encoding="utf-8")
+    # The package's binary, which ADOT_UNIT's ExecStart names.
+    stub = root / "opt/aws/aws-otel-collector/bin/aws-otel-collector"
+    stub.parent.mkdir(parents=True, exist_ok=True)
+    stub.write_text("#!/bin/sh\n", encoding="utf-8")
+    stub.chmod(0o755)
+    sv.verify(root, "aws-otel-collector.service")
+
+
+@pytest.mark.parametrize("unit", ["dora-bot.service", "dora-reconcile.service"])
+def test_services_are_hardened(root, unit):
+    # systemd's own scale: below 2.0 is "OK", 10 is an unrestricted service.
+    assert sv.exposure(root, unit) <= 2.0
+
+
+def test_verify_reports_a_misspelled_key(tmp_path):
+    broken = _text("dora-bot.service").replace("Restart=on-failure", "Restrat=on-failure")
+    root = sv.make_root(tmp_path / "root", {"dora-bot.service": broken})
+    with pytest.raises(sv.VerifyError, match="Unknown key 'Restrat'"):
+        sv.verify(root, "dora-bot.service")
+
+
+def test_verify_reports_a_missing_executable(tmp_path):
+    root = sv.make_root(tmp_path / "root", {"dora-bot.service": _text("dora-bot.service")})
+    (root / "opt/dora-bot/venv/bin/python").unlink()
+    with pytest.raises(sv.VerifyError, match="is not executable"):
+        sv.verify(root, "dora-bot.service")
+
+
+def _seconds(value: str) -> float:
+    match = re.fullmatch(r"(\d+)(s|min)?", value)
+    assert match, value
+    return int(match.group(1)) * (60 if match.group(2) == "min" else 1)
+
+
+def test_bot_unit_runs_the_bot_as_dora_with_its_env_and_a_writable_state_dir():
+    s = sv.settings(_text("dora-bot.service"))
+    assert s["User"] == ["dora"] and s["Group"] == ["dora"]
+    assert s["EnvironmentFile"] == ["/etc/dora-bot/env"]
+    assert s["ExecStart"] == ["/opt/dora-bot/venv/bin/python -m dora_bot"]
+    assert s["Restart"] == ["on-failure"]
+    assert s["KillSignal"] == ["SIGTERM"]
+    # The app's shutdown budget is 5 s; leave room for a graceful stop before SIGKILL.
+    assert _seconds(s["TimeoutStopSec"][0]) >= 15
+    assert s["StandardOutput"] == ["journal"]
+    assert "CONTAINER_MODE=true" in s["Environment"]
+    assert "DORA_DATA_DIR=/var/lib/dora-bot" in s["Environment"]
+    assert s["StateDirectory"] == ["dora-bot"]
+    for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
+                       "PrivateTmp": "yes"}.items():
+        assert s[key] == [value], key
+
+
+def test_reconcile_runs_every_ten_minutes_over_the_last_fifteen_as_reader():
+    s = sv.settings(_text("dora-reconcile.service"))
+    assert s["Type"] == ["oneshot"]
+    assert s["ExecStart"] == ['/opt/dora-bot/venv/bin/dora-otel reconcile --since "15 minutes ago"']
+    assert "AWS_PROFILE=dora-reader" in s["Environment"]
+    assert "AWS_PROFILE=dora-writer" in sv.settings(_text("dora-bot.service"))["Environment"]
+    t = sv.settings(_text("dora-reconcile.timer"))
+    assert t["OnCalendar"] == ["*:0/10"]
+    assert t["Unit"] == ["dora-reconcile.service"]
+
+
+def test_env_example_sets_the_documented_variables_and_nothing_the_units_own():
+    env = dict(line.split("=", 1) for line in _text("env.example").splitlines()
+               if line and not line.startswith("#"))
+    assert env["DORA_ENV"] in ("demo", "prod")
+    assert env["DORA_LEDGER"] == "dynamodb"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4317"
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
+    assert {"BOT_VERSION", "AWS_REGION"} <= set(env)
+    # EnvironmentFile= values override Environment=: these must stay in the units.
+    assert not {"CONTAINER_MODE", "DORA_DATA_DIR", "AWS_PROFILE"} & set(env)
