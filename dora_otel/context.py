@@ -56,6 +56,11 @@ def bind(**fields: Any) -> Iterator[None]:
             var.reset(token)
 
 
+def has_bound_fields() -> bool:
+    """Cheap test: was any key ever bound in this process?"""
+    return bool(_bound_vars)
+
+
 def bound_fields() -> dict[str, Any]:
     """The fields bound in the current context (a fresh dict; callers may change it)."""
     if not _bound_vars:

@@ -8,8 +8,7 @@ reject exception) is REJECTED. Anything else that raised is ERROR.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 from dora_otel.events import OrderStatus
 
@@ -19,8 +18,9 @@ _UNKNOWN_NAME_PARTS = ("timeout", "timedout", "connectionerror", "connecterror",
 _REJECT_NAME_PARTS = ("reject", "insufficient", "invalidorder", "badrequest", "ratelimit")
 
 
-@dataclasses.dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
+    """What became of one placement (a NamedTuple: built on every order, so kept cheap)."""
+
     status: OrderStatus
     order_id: str | None = None
     exchange_status: str | None = None

@@ -43,7 +43,7 @@ def event_fields(record: logging.LogRecord) -> dict[str, Any]:
         return cached
     rd = record.__dict__
     own = rd.get("_dora")
-    fields: dict[str, Any] = context.bound_fields()
+    fields: dict[str, Any] = context.bound_fields() if context.has_bound_fields() else {}
     if len(rd) > _BASE_LEN + (own is not None):
         for key, value in rd.items():
             if key not in _RESERVED and key[0] != "_":

@@ -35,8 +35,8 @@ def run_demo(*, cycles: int, markets: int, seed: int, fault_rate: float, ledger:
     finally:
         if truth:
             Path(truth).write_text(json.dumps(exchange.truth(), indent=1, sort_keys=True), encoding="utf-8")
-        stats = telemetry.stats()
         flushed = telemetry.shutdown(reason="demo finished", graceful=True)
+        stats = telemetry.stats()
     elapsed = time.monotonic() - started
     _print_summary(err, telemetry, summary, stats, flushed, cycles, names, elapsed)
     return 0

@@ -4,9 +4,10 @@ It is independent of the trace pipeline: it is not a BatchSpanProcessor (which d
 when full and loses a batch on export failure), and it sees execution spans whatever the trace
 sampler says (tracing.ExecutionAwareSampler keeps them as RECORD_ONLY).
 
-- ORDER_PLACE is recorded when its span *starts*, so an attempt is on record even if the process
-  dies during the exchange call;
-- ORDER_RESULT, ORDER_CANCEL and FILL when their spans end;
+- ORDER_PLACE and FILL are recorded when their spans *start* — an attempt is on record even if the
+  process dies during the exchange call, and a FILL is journaled before its log line is written;
+- ORDER_RESULT when its span ends (it starts and ends at the moment the answer arrived, before the
+  ORDER_RESULT log line), ORDER_CANCEL when the cancel call returns, with its outcome;
 - one decision record per decision span, when it ends.
 
 `on_start` / `on_end` run on the bot's thread: they build a small dict and call `Ledger.append`,
@@ -23,7 +24,8 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from dora_otel.ledger.records import RecordBuilder
 
 _log = logging.getLogger("dora_otel.ledger")
-_END_EVENTS = frozenset({"ORDER_RESULT", "ORDER_CANCEL", "FILL"})
+_START_EVENTS = frozenset({"ORDER_PLACE", "FILL"})
+_END_EVENTS = frozenset({"ORDER_RESULT", "ORDER_CANCEL"})
 
 
 class ExecutionLedgerProcessor(SpanProcessor):
@@ -35,8 +37,9 @@ class ExecutionLedgerProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Any = None) -> None:
         try:
             attrs = span.attributes
-            if attrs and attrs.get("dora.event_type") == "ORDER_PLACE":
-                self._ledger.append(self._builder.execution("ORDER_PLACE", attrs, span.context, span.start_time))
+            event_type = attrs.get("dora.event_type") if attrs else None
+            if event_type in _START_EVENTS:
+                self._ledger.append(self._builder.execution(event_type, attrs, span.context, span.start_time))
         except Exception:
             self._failed()
 

@@ -54,7 +54,6 @@ class RecordBuilder:
 
     def execution(self, event_type: str, attrs: Mapping[str, Any], span_context: Any, ts_ns: int) -> dict[str, Any]:
         record = self._common(attrs, span_context, ts_ns)
-        record.setdefault("decision_id", record["trace_id"])
         record["kind"] = "execution"
         record["event_type"] = event_type
         return record
