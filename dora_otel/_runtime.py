@@ -11,10 +11,10 @@ import hashlib
 import logging
 import threading
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import orjson
-from opentelemetry.trace import SpanContext, Tracer
+from opentelemetry.trace import NonRecordingSpan, SpanContext, Tracer, set_span_in_context
 
 from dora_otel import events, identity
 
@@ -49,6 +49,10 @@ class Decision:
     keys: list[tuple[Any, Any, Any]]
     settled: set[int] = dataclasses.field(default_factory=set)
     next_extra_slot: int = 0
+    parent_context: Any = None  # an OTel Context whose current span is this decision (children start here)
+
+    def __post_init__(self) -> None:
+        self.parent_context = set_span_in_context(NonRecordingSpan(self.span_context))
 
     def claim_slot(self, side: Any, price: Any, size: Any) -> int:
         """The target slot an order belongs to: the first unsettled target with the same side,
@@ -62,8 +66,7 @@ class Decision:
         return slot
 
 
-@dataclasses.dataclass(frozen=True)
-class OrderRef:
+class OrderRef(NamedTuple):
     """Where an order came from: joins ORDER_RESULT, ORDER_CANCEL and FILL to their decision."""
 
     decision_id: str
@@ -118,7 +121,7 @@ class Runtime:
         self.lock = threading.Lock()
         self.watchdog: Any = None
 
-    def emit(self, level: int, event_type: str, message: str, fields: dict[str, Any]) -> dict[str, Any]:
+    def emit(self, level: int, event_type: str, message: str, fields: dict[str, Any], span: Any = None) -> dict[str, Any]:
         """Log one event line. Raises SchemaError only in strict mode.
 
         The record is built directly and passed to `Logger.handle` (the same filters and handlers
@@ -129,6 +132,10 @@ class Runtime:
         if "seq" not in fields:
             fields["seq"] = identity.next_seq()
         events.check(event_type, fields, strict=self.strict, logger=self.log)
+        if span is not None:  # the caller knows the current span: spare the formatter the lookup
+            ctx = span.get_span_context()
+            fields["trace_id"] = format(ctx.trace_id, "032x")
+            fields["span_id"] = format(ctx.span_id, "016x")
         log = self.log
         if log.isEnabledFor(level):
             record = logging.LogRecord(log.name, level, "dora_otel", 0, message, None, None)

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import dataclasses
 import threading
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 from opentelemetry.trace import SpanContext
 
 
-@dataclasses.dataclass(frozen=True)
-class DecisionRef:
-    """What a log line, an order or a fill needs to know about the decision it belongs to."""
+class DecisionRef(NamedTuple):
+    """What a log line, an order or a fill needs to know about the decision it belongs to.
+    (A NamedTuple: one is made per order, so construction is kept cheap.)"""
 
     decision_id: str
     market: str | None

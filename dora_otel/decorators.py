@@ -327,7 +327,7 @@ def _decided(state: _CallState, targets: list[dict[str, Any]], spread_value: Any
                         [(t["side"], price_key(t["price"]), size_key(t["size"])) for t in targets])
     with runtime.lock:
         runtime.latest[mkt] = decision
-    runtime.emit(logging.INFO, "DECISION_MADE", f"decision for {mkt}: {len(targets)} target orders", fields)
+    runtime.emit(logging.INFO, "DECISION_MADE", f"decision for {mkt}: {len(targets)} target orders", fields, span)
     if runtime.watchdog is not None:
         runtime.watchdog.decision_made(ref.decision_id, mkt)
 
@@ -390,7 +390,7 @@ def order_place(fn: F | None = None, /, *, result: Callable[[Any], Any] | None =
                             else client_order_id_for(decision_id, slot))
                     if pass_coid:
                         kwargs["client_order_id"] = coid
-                parent_ctx = set_span_in_context(NonRecordingSpan(parent))
+                parent_ctx = decision.parent_context
             else:
                 slot, decision_id, parent_ctx = found.get("slot"), None, _EMPTY
                 coid = found.get("client_order_id")
@@ -407,7 +407,7 @@ def order_place(fn: F | None = None, /, *, result: Callable[[Any], Any] | None =
                          if decision is not None else None)
             if state.ref is not None and coid is not None:
                 runtime.orders.add(str(coid), state.ref)
-            runtime.emit(logging.INFO, "ORDER_PLACE", f"placing {side} {size}@{price} on {mkt}", dict(fields))
+            runtime.emit(logging.INFO, "ORDER_PLACE", f"placing {side} {size}@{price} on {mkt}", dict(fields), span)
             if runtime.watchdog is not None and decision_id is not None:
                 runtime.watchdog.order_started(decision_id, slot, coid, mkt)
             state.started = _perf()
@@ -460,7 +460,7 @@ def _order_result(state: _CallState, outcome: exchange.Outcome, latency_ms: floa
     if exc is not None:
         fields["stack"] = _stack(exc)
     # ORDER_RESULT is its own child span of the decision, at the moment the answer arrived.
-    parent_ctx = set_span_in_context(NonRecordingSpan(state.decision.span_context)) if state.decision else _EMPTY
+    parent_ctx = state.decision.parent_context if state.decision else _EMPTY
     result_span = runtime.tracer.start_span("order.result", context=parent_ctx, attributes=span_attributes(
         "ORDER_RESULT", fields, ("status", "order_id", "client_order_id")))
     if status != "ACCEPTED":
@@ -475,7 +475,7 @@ def _order_result(state: _CallState, outcome: exchange.Outcome, latency_ms: floa
     level = logging.INFO if status == "ACCEPTED" else logging.WARNING if status == "REJECTED" else logging.ERROR
     text = (f"order {outcome.order_id} accepted ({latency_ms:.1f} ms)" if status == "ACCEPTED"
             else f"order {status.lower()}: {outcome.error_msg}")
-    runtime.emit(level, "ORDER_RESULT", text, fields)
+    runtime.emit(level, "ORDER_RESULT", text, fields, state.span)
     if runtime.watchdog is not None:
         runtime.watchdog.order_result(f["decision_id"], f["slot"], status, f["client_order_id"])
 
@@ -522,7 +522,7 @@ def order_cancel(fn: F | None = None, /, **field_names: Any) -> Any:
             state.runtime, state.span, state.decision, state.ref = runtime, span, None, ref
             state.token = otel_context.attach(set_span_in_context(span))
             state.decision_token = None
-            runtime.emit(logging.INFO, "ORDER_CANCEL", f"cancelling order {order_id} on {mkt}", dict(fields))
+            runtime.emit(logging.INFO, "ORDER_CANCEL", f"cancelling order {order_id} on {mkt}", dict(fields), span)
             state.started = _perf()
             return state
 

@@ -41,7 +41,12 @@ def read_response(response: Any) -> Outcome:
         return Outcome(OrderStatus.UNKNOWN, error_msg="the place call returned no response")
     body = _get(response, "order") or response
     error = _get(response, "error") or _get(body, "error")
-    order_id = next((str(v) for k in _ORDER_ID_KEYS if (v := _get(body, k)) not in (None, "")), None)
+    order_id = None
+    for key in _ORDER_ID_KEYS:
+        value = _get(body, key)
+        if value is not None and value != "":
+            order_id = str(value)
+            break
     exchange_status = _get(body, "status")
     exchange_status = None if exchange_status is None else str(exchange_status)
     if error:

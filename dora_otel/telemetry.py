@@ -41,20 +41,44 @@ class Telemetry:
         self.logger_provider: Any = None
         self.closed = False
         self._handlers: list[logging.Handler] = []
+        self._pipeline: logs.LogPipeline | None = None
         self._saved_root: tuple[int, list[logging.Handler]] | None = None
         self._saved_sigterm: Any = None
         self._shutdown_lock = threading.Lock()
 
     # ------------------------------------------------------------------ health
     def stats(self) -> dict[str, Any]:
-        """The ledger's counters: enqueued, shipped, retried, rejected, dropped, journal_bytes,
-        oldest_unshipped_age_s (empty when the ledger is off). Cheap; any thread."""
-        if self.ledger is None:
-            return {}
-        try:
-            return dict(self.ledger.stats())
-        except Exception:
-            return {}
+        """The ledger's counters (enqueued, shipped, retried, rejected, dropped, journal_bytes,
+        oldest_unshipped_age_s, ...) plus `logs_dropped`, lines dropped because the log queue was
+        full. Cheap; any thread."""
+        out: dict[str, Any] = {}
+        if self.ledger is not None:
+            try:
+                out.update(self.ledger.stats())
+            except Exception:
+                pass
+        if self._pipeline is not None:
+            out["logs_dropped"] = self._pipeline.dropped
+        return out
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Write every log line logged so far, export ended spans and ship the ledger's queue,
+        within `timeout_s`. Any thread; blocks up to the timeout. True when all of it finished."""
+        deadline = time.monotonic() + timeout_s
+        ok = True
+        if self._pipeline is not None:
+            ok &= self._pipeline.flush(_left(deadline))
+        if self.tracer_provider is not None:
+            try:
+                ok &= bool(self.tracer_provider.force_flush(int(_left(deadline) * 1000)))
+            except Exception:
+                ok = False
+        if self.ledger is not None:
+            try:
+                ok &= bool(self.ledger.flush(_left(deadline)))
+            except Exception:
+                ok = False
+        return ok
 
     # ------------------------------------------------------------------ shutdown
     def shutdown(self, reason: str = "requested", graceful: bool = True, timeout_s: float | None = None) -> bool:
@@ -87,7 +111,7 @@ class Telemetry:
                 flushed = False
         stats = self.stats()
         fields = {"reason": reason, "graceful": graceful, "flushed": flushed, "bot_version": self.bot_version}
-        fields.update({f"ledger_{k}": v for k, v in stats.items()})
+        fields.update({k if k.startswith("logs_") else f"ledger_{k}": v for k, v in stats.items()})
         try:
             if runtime is not None:
                 runtime.emit(logging.INFO, "SHUTDOWN", f"shutdown: {reason}", fields)
@@ -105,6 +129,8 @@ class Telemetry:
                 self.logger_provider.shutdown()
             except Exception:
                 flushed = False
+        if self._pipeline is not None:
+            flushed &= self._pipeline.stop(max(0.5, _left(deadline)))
         self._restore()
         with _lock:
             if _current is self:
@@ -113,8 +139,9 @@ class Telemetry:
 
     def _restore(self) -> None:
         root = logging.getLogger()
+        if self._pipeline is not None:
+            root.removeHandler(self._pipeline.handler)
         for handler in self._handlers:
-            root.removeHandler(handler)
             try:
                 handler.flush()
                 if handler.name != "dora-otel-stdout":
@@ -140,7 +167,12 @@ class Telemetry:
         self.shutdown(reason="exit", graceful=True)
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
-        self.shutdown(reason="SIGTERM", graceful=True)
+        # The handler interrupts the main thread at an arbitrary point, possibly inside a lock the
+        # shutdown needs; so the flush runs on its own thread and the handler waits a bounded time.
+        worker = threading.Thread(target=self.shutdown, kwargs={"reason": "SIGTERM", "graceful": True},
+                                  name="dora-otel-sigterm", daemon=True)
+        worker.start()
+        worker.join(self.config.shutdown_timeout_s + 2.0)
         # 128 + 15, like a process killed by SIGTERM; SystemExit lets the bot's finally blocks run.
         raise SystemExit(143)
 
@@ -218,9 +250,11 @@ def _install_logging(telemetry: Telemetry, config: Config, identity_fields: dict
             resource_attributes=telemetry.resource_attributes, endpoint=config.otlp_endpoint,
             protocol=config.otlp_protocol)
         handlers.append(logs.otlp_handler(telemetry.logger_provider))
-    for handler in handlers:
-        root.addHandler(handler)
+    pipeline = logs.LogPipeline(handlers)
+    pipeline.start()
+    root.addHandler(pipeline.handler)
     root.setLevel(config.log_level)
+    telemetry._pipeline = pipeline
     # The OTel SDK's and exporters' own chatter must not recurse into the OTLP handler endlessly.
     logging.getLogger("opentelemetry").propagate = True
     telemetry._handlers = handlers

@@ -22,10 +22,16 @@ class Captured:
         self.exporter = spans
 
     def lines(self) -> list[dict[str, Any]]:
+        self.flush()
         text = self.stream.getvalue()
         return [json.loads(line) for line in text.split("\n") if line]
 
+    def flush(self) -> None:
+        if not self.telemetry.closed:
+            assert self.telemetry.flush(10), "telemetry did not flush in time"
+
     def raw_lines(self) -> list[str]:
+        self.flush()
         return [line for line in self.stream.getvalue().split("\n") if line]
 
     def events(self, event_type: str) -> list[dict[str, Any]]:

@@ -197,13 +197,13 @@ def test_fields_found_by_dotted_path_and_static_methods(cap):
     Client.submit(Order())
     place = cap.events("ORDER_PLACE")[0]
     assert (place["market"], place["side"], place["price"], place["size"]) == ("KXINX", "yes", 0.45, 10)
-    assert "sig-should-not-appear" not in cap.stream.getvalue()
+    assert "sig-should-not-appear" not in (cap.flush() or cap.stream.getvalue())
 
 
 def test_decorators_capture_only_named_fields_never_other_arguments(cap):
     Strategy().quote("KXBTC")
     Exchange().place_order("KXBTC", "yes", 0.45, 10, api_secret="hunter2-very-secret")
-    assert "hunter2" not in cap.stream.getvalue()
+    assert "hunter2" not in (cap.flush() or cap.stream.getvalue())
     span_text = str([dict(s.attributes) for s in cap.spans()])
     assert "hunter2" not in span_text
 

@@ -70,6 +70,9 @@ def lenient(tmp_path):
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    live = dora_otel.current()
+    if live is not None:
+        assert live.flush(10)
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
