@@ -147,15 +147,15 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, identity_fields: Mapping[str, str]) -> None:
         super().__init__()
         self._identity = {k: identity_fields[k] for k in ("service", "env", "bot_version", "bot_run_id")}
-        self._last_second = -1
-        self._prefix = ""
+        self._second_text: tuple[int, str] = (-1, "")
 
     def _ts(self, created: float) -> str:
+        # strftime once per second; the (second, text) pair is swapped as one tuple (thread-safe).
         second = int(created)
-        if second != self._last_second:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._last_second = second
-        return f"{self._prefix}.{int((created - second) * 1000):03d}Z"
+        cached = self._second_text
+        if cached[0] != second:
+            cached = self._second_text = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        return f"{cached[1]}.{int((created - second) * 1000):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         line = record.__dict__.get("_dora_line")

@@ -18,10 +18,19 @@ _SKIP = frozenset({"dora.event_type", "dora.record"})
 _DAY = 86_400
 
 
+# strftime once per second: this runs on the bot's thread for every record. The (second, text)
+# pair is replaced as one tuple, so a thread never reads one second's text for another.
+_second_text: tuple[int, str] = (-1, "")
+
+
 def iso_from_ns(ns: int) -> str:
     """ISO-8601 UTC with microseconds and Z: sortable as text, unique enough with `seq`."""
+    global _second_text
     seconds, rest = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1000:06d}Z"
+    cached = _second_text
+    if cached[0] != seconds:
+        cached = _second_text = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{cached[1]}.{rest // 1000:06d}Z"
 
 
 def execution_sort_key(record: Mapping[str, Any]) -> str:

@@ -1,0 +1,115 @@
+"""Decision-cycle cost with the execution ledger on, paired against the same cycle with the ledger
+off and against the plain-logging baseline (issue: execution ledger, benchmark (a)).
+
+One process, one `setup(ledger=...)`; rounds alternate three variants: baseline (6 plain f-string
+lines), instrumented with the ledger's span processor detached, instrumented with it attached.
+Detaching is done on the provider's processor list — a benchmark-only manoeuvre, so both
+instrumented variants share everything else. Clock: the trading thread's CPU time (see
+hot_path.py); `--clock wall` for elapsed time including background threads.
+
+    python bench/ledger_cycle.py [--ledger sqlite|memory] [--rounds 20] [--cycles 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ledger", default="sqlite", choices=("sqlite", "memory"))
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--cycles", type=int, default=1000)
+    parser.add_argument("--clock", choices=("thread", "wall"), default="thread")
+    args = parser.parse_args()
+
+    import dora_otel
+    from dora_otel.ledger.processor import ExecutionLedgerProcessor
+
+    devnull = open(os.devnull, "w")
+    plain = logging.getLogger("bench.plain")
+    plain.propagate = False
+    handler = logging.StreamHandler(devnull)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    plain.addHandler(handler)
+    plain.setLevel(logging.INFO)
+
+    telemetry = dora_otel.setup(container_mode=True, stream=devnull, data_dir=tempfile.mkdtemp(prefix="dora-bench-"),
+                                ledger=args.ledger, install_signal_handlers=False, watchdog_seconds=0)
+    multi = telemetry.tracer_provider._active_span_processor
+    with_ledger = multi._span_processors
+    without_ledger = tuple(p for p in with_ledger if not isinstance(p, ExecutionLedgerProcessor))
+    assert len(without_ledger) == len(with_ledger) - 1, "the ledger processor is not registered"
+
+    bot_log = logging.getLogger("bench.bot")
+    targets = [{"side": "yes", "price": 0.45, "size": 10}, {"side": "no", "price": 0.50, "size": 10}]
+
+    @dora_otel.decision_cycle
+    def quote(market: str) -> list:
+        bot_log.info("thinking about %s", market)
+        return targets
+
+    counter = [0]
+
+    @dora_otel.order_place
+    def place(market: str, side: str, price: float, size: int, client_order_id: str | None = None) -> dict:
+        counter[0] += 1
+        return {"order": {"order_id": f"o-{counter[0]}", "status": "resting"}}
+
+    def baseline(market: str, i: int) -> None:
+        plain.info(f"decision for {market}: 2 target orders, spread 0.05, loop {i}")
+        plain.info(f"thinking about {market}")
+        plain.info(f"Placing order: {market} yes@0.45 x10")
+        plain.info(f"Placed order: {market} yes@0.45 - ID: o-{i}-1 in 0.2 ms")
+        plain.info(f"Placing order: {market} no@0.50 x10")
+        plain.info(f"Placed order: {market} no@0.50 - ID: o-{i}-2 in 0.2 ms")
+
+    def cycle(market: str, i: int) -> None:
+        for t in quote(market):
+            place(market, t["side"], t["price"], t["size"])
+
+    clock = time.thread_time if args.clock == "thread" else time.perf_counter
+
+    def timed(fn, processors=None) -> float:
+        if processors is not None:
+            multi._span_processors = processors
+        start = clock()
+        for i in range(args.cycles):
+            fn("KXBTC-26NOV", i)
+        if args.clock == "wall" and processors is not None:
+            telemetry.flush(60)
+        elapsed = clock() - start
+        if processors is not None:
+            telemetry.flush(60)
+        return elapsed / args.cycles
+
+    timed(cycle, with_ledger)
+    timed(baseline)
+    on_vs_off, on_vs_base, off_vs_base = [], [], []
+    for r in range(args.rounds):
+        order = [("base", None), ("off", without_ledger), ("on", with_ledger)]
+        if r % 2:
+            order.reverse()
+        t = {name: timed(baseline if name == "base" else cycle, procs) for name, procs in order}
+        on_vs_off.append(t["on"] / t["off"])
+        on_vs_base.append(t["on"] / t["base"])
+        off_vs_base.append(t["off"] / t["base"])
+    multi._span_processors = with_ledger
+    stats = telemetry.stats()
+    telemetry.shutdown(reason="bench")
+    med = statistics.median
+    print(f"ledger_cycle ({args.ledger}, {args.clock} clock, {args.rounds} rounds of {args.cycles} cycles): "
+          f"ledger on / ledger off = {med(on_vs_off):.2f}x; ledger on / plain logging = {med(on_vs_base):.2f}x; "
+          f"ledger off / plain logging = {med(off_vs_base):.2f}x; records shipped {stats.get('shipped')}, "
+          f"rejected {stats.get('rejected')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
