@@ -206,15 +206,18 @@ def setup(**overrides: Any) -> Telemetry:
         identity_fields = {"service": config.service_name, "env": config.env,
                            "bot_version": bot_version, "bot_run_id": identity.BOT_RUN_ID}
         _install_logging(telemetry, config, identity_fields)
-        provider = tracing.build_provider(
-            resource_attributes=attributes, endpoint=config.otlp_endpoint, protocol=config.otlp_protocol,
-            data_dir=config.data_dir, disabled=config.sdk_disabled)
-        telemetry.tracer_provider = provider
-        _install_global_provider(provider)
-        if not config.sdk_disabled:
+        if config.sdk_disabled:  # OTEL_SDK_DISABLED: JSON lines with decision ids, no spans, no ledger
+            tracer: Any = tracing.IdOnlyTracer()
+        else:
+            provider = tracing.build_provider(
+                resource_attributes=attributes, endpoint=config.otlp_endpoint, protocol=config.otlp_protocol,
+                data_dir=config.data_dir)
+            telemetry.tracer_provider = provider
+            _install_global_provider(provider)
             telemetry.ledger = _start_ledger(config, provider, identity_fields, bot_version)
+            tracer = provider.get_tracer("dora_otel")
         runtime = _runtime.Runtime(
-            tracer=provider.get_tracer("dora_otel"), strict=config.strict, identity_fields=identity_fields,
+            tracer=tracer, strict=config.strict, identity_fields=identity_fields,
             stats=telemetry.stats, ttl_days=config.ledger_ttl_days)
         _runtime.ACTIVE = runtime
         runtime.emit(logging.INFO, "STARTUP", f"dora-bot {bot_version} starting (run {identity.BOT_RUN_ID}, env {config.env})", {

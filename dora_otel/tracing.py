@@ -50,14 +50,27 @@ def spans_file_path(data_dir: Path) -> Path:
     return data_dir / "spans" / "spans.jsonl"
 
 
-def build_provider(*, resource_attributes: dict[str, str], endpoint: str | None, protocol: str,
-                   data_dir: Path, disabled: bool, export_timeout_s: float = 10.0) -> TracerProvider:
-    """A TracerProvider with our sampler and the right exporter. Does not install it globally."""
-    if disabled:
-        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+class IdOnlyTracer:
+    """The tracer under OTEL_SDK_DISABLED: nothing is recorded or exported (the SDK would hand out
+    no-op spans with all-zero ids), but decisions still need real ids, so each span gets random
+    W3C ids and children inherit their parent's trace id."""
 
-        # Spans still get valid random ids (decision ids), but nothing is recorded or exported.
-        return TracerProvider(resource=Resource.create(resource_attributes), sampler=ALWAYS_OFF)
+    def __init__(self) -> None:
+        from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+        self._ids = RandomIdGenerator()
+
+    def start_span(self, name: str, context: Any = None, *args: Any, **kwargs: Any) -> Any:
+        from opentelemetry import trace as trace_api
+
+        parent = trace_api.get_current_span(context).get_span_context()
+        trace_id = parent.trace_id if parent.is_valid else self._ids.generate_trace_id()
+        return trace_api.NonRecordingSpan(trace_api.SpanContext(trace_id, self._ids.generate_span_id(), is_remote=False))
+
+
+def build_provider(*, resource_attributes: dict[str, str], endpoint: str | None, protocol: str,
+                   data_dir: Path, export_timeout_s: float = 10.0) -> TracerProvider:
+    """A TracerProvider with our sampler and the right exporter. Does not install it globally."""
     provider = TracerProvider(resource=Resource.create(resource_attributes))
     provider.sampler = ExecutionAwareSampler(provider.sampler)  # tracers read it when created
     exporter = _exporter(endpoint, protocol, data_dir, export_timeout_s)

@@ -58,6 +58,10 @@ class ExchangeClient:
     def cancel_order(self, order_id: str, ticker: str) -> dict:
         return self._exchange.cancel_order(order_id)
 
+    def rate_limit_ok(self) -> bool:
+        """Client-side rate limiting: never send into an exhausted budget (Kalshi answers 429)."""
+        return self._exchange.rate_limit_remaining() > 0
+
 
 class StateManager:
     """Tracks open orders and positions. Fills arrive on a separate thread (the exchange's
@@ -176,17 +180,22 @@ class DemoBot:
         book = self.exchange.book(market)
         quotes = self.strategy.quote(market, book, self.state.inventory.get(market, 0), loop)
         self.summary.decisions += 1
-        for order_id in self.state.orders_for(market):  # requote: cancel what rests from the last cycle
-            try:
-                self.client.cancel_order(order_id, market)
-                self.summary.cancels += 1
-            except ExchangeRejectError as exc:
-                logger.warning("cancel of %s failed: %s", order_id, exc)
-            self.state.order_gone(order_id)
-        for q in quotes:
-            self._place(market, q)
+        with dora_otel.bind(market=market):  # the bot's own lines below say which market they are about
+            for order_id in self.state.orders_for(market):  # requote: cancel what rests from the last cycle
+                try:
+                    self.client.cancel_order(order_id, market)
+                    self.summary.cancels += 1
+                except ExchangeRejectError as exc:
+                    logger.warning("cancel of %s failed: %s", order_id, exc)
+                self.state.order_gone(order_id)
+            for q in quotes:
+                self._place(market, q)
 
     def _place(self, market: str, q: Quote) -> None:
+        if not self.client.rate_limit_ok():
+            logger.warning("rate limit budget exhausted: not sending %s %d@%.2f on %s", q.side, q.size, q.price, market)
+            self._count("NOT_SENT")
+            return
         for attempt in (1, 2):
             try:
                 response = self.client.place_order(market, q.side, q.price, q.size)

@@ -5,10 +5,13 @@ Faults (each drawn per order with probability `fault_rate`, split evenly):
 - timeout_live:  the request times out, but the order went live anyway;
 - timeout_lost:  the request times out and the order never reached the book;
 - drop:          the exchange acknowledges the order, then silently drops it (never rests, never fills).
+And, with probability `fault_rate / 4` per order, the API's rate-limit budget is briefly exhausted
+(`rate_limit_remaining()` answers 0): a well-behaved client skips the order instead of sending it.
 Fills are partial or full and arrive later, on a separate "websocket" thread.
 
 The exchange's `truth()` is its own record per client_order_id: what really happened, with no help
-from telemetry. It also implements the `OrderSource` protocol for `dora-otel reconcile --live`.
+from telemetry. It also implements the `OrderSource` protocol (dora_otel.protocols) for
+`dora-otel reconcile --live`.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class PaperOrder:
     status: str = "resting"  # resting | canceled | executed | dropped
     filled: int = 0
     fault: str | None = None
+    cancel_requested: bool = False
 
 
 class PaperExchange:
@@ -58,6 +62,7 @@ class PaperExchange:
         self.by_client_id: dict[str, PaperOrder] = {}
         self.rejected: dict[str, str] = {}  # client_order_id -> reason
         self.lost: set[str] = set()  # client_order_ids that never reached the book
+        self.answers: dict[str, list[str]] = {}  # client_order_id -> what each create_order call answered
         self.fills: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
@@ -68,17 +73,29 @@ class PaperExchange:
         return {"mid": round(mid, 2), "yes_bid": round(mid - 0.02, 2), "no_bid": round(1 - mid - 0.02, 2)}
 
     # -- trading API (Kalshi-shaped) ----------------------------------------------------------------
+    def rate_limit_remaining(self) -> int:
+        """Requests left in the current rate-limit window (0 now and then when faults are on)."""
+        with self._lock:
+            if self.fault_rate and self._rng.random() < self.fault_rate / 4:
+                return 0
+            return 10
+
     def create_order(self, ticker: str, side: str, price: float, count: int, client_order_id: str) -> dict[str, Any]:
         with self._lock:
+            answers = self.answers.setdefault(client_order_id, [])
             existing = self.by_client_id.get(client_order_id)
             if existing is not None:  # Kalshi deduplicates on client_order_id: a retry gets the same order
+                answers.append("ok")
                 return {"order": self._view(existing)}
+            self.lost.discard(client_order_id)  # a retry of a lost request: what happens now is the outcome
             fault = self._rng.choice(FAULTS) if self._rng.random() < self.fault_rate else None
             if fault == "reject":
                 self.rejected[client_order_id] = "insufficient_balance"
+                answers.append("rejected")
                 raise ExchangeRejectError(400, "insufficient_balance: order would exceed available balance")
             if fault == "timeout_lost":
                 self.lost.add(client_order_id)
+                answers.append("timeout")
                 raise ExchangeTimeoutError("read timed out after 2.0 s (order never reached the book)")
             order = PaperOrder(str(uuid.UUID(int=self._rng.getrandbits(128))), client_order_id, ticker, side,
                                price, count, fault=fault)
@@ -87,12 +104,16 @@ class PaperExchange:
             self.orders[order.order_id] = order
             self.by_client_id[client_order_id] = order
             if fault == "timeout_live":
+                answers.append("timeout")
                 raise ExchangeTimeoutError("read timed out after 2.0 s")
+            answers.append("ok")
             return {"order": self._view(order) if fault != "drop" else dict(self._view(order), status="resting")}
 
     def cancel_order(self, order_id: str) -> dict[str, Any]:
         with self._lock:
             order = self.orders.get(order_id)
+            if order is not None:
+                order.cancel_requested = True
             if order is None or order.status == "dropped":
                 raise ExchangeRejectError(404, f"order {order_id} not found")
             if order.status == "resting":
@@ -136,7 +157,12 @@ class PaperExchange:
                 "count": order.count, "status": order.status, "filled": order.filled}
 
     def truth(self) -> dict[str, dict[str, Any]]:
-        """What really happened to each client_order_id the bot sent."""
+        """What really happened to each client_order_id the bot sent.
+
+        `outcome`: rejected | never_received | resting | canceled | executed | dropped; `answers`: what
+        each create_order call for it answered the bot (ok | rejected | timeout), in order;
+        `cancel_requested`: whether the bot asked to cancel it.
+        """
         with self._lock:
             out: dict[str, dict[str, Any]] = {}
             for coid, reason in self.rejected.items():
@@ -145,8 +171,20 @@ class PaperExchange:
                 out[coid] = {"outcome": "never_received", "filled": 0}
             for coid, order in self.by_client_id.items():
                 out[coid] = {"outcome": order.status, "order_id": order.order_id, "filled": order.filled,
-                             "count": order.count, "fault": order.fault}
+                             "count": order.count, "fault": order.fault, "cancel_requested": order.cancel_requested}
+            for coid, entry in out.items():
+                entry["answers"] = list(self.answers.get(coid, []))
             return out
+
+    def silently_drop(self, client_order_id: str) -> bool:
+        """Drop a resting order without telling anyone (for tests of `reconcile --live`)."""
+        with self._lock:
+            order = self.by_client_id.get(client_order_id)
+            if order is None or order.status != "resting":
+                return False
+            order.status = "dropped"
+            order.fault = "drop"
+            return True
 
     # -- OrderSource (for reconcile --live) ------------------------------------------------------
     def open_orders(self) -> list[dict[str, Any]]:

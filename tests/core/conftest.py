@@ -49,7 +49,8 @@ def start(tmp_path: Any, **overrides: Any) -> Captured:
     args.update(overrides)
     telemetry = dora_otel.setup(**args)
     exporter = InMemorySpanExporter()
-    telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    if telemetry.tracer_provider is not None:  # None under OTEL_SDK_DISABLED
+        telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     return Captured(telemetry, stream, exporter)
 
 

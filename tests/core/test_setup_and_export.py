@@ -305,3 +305,72 @@ def test_normal_interpreter_exit_logs_shutdown_last(tmp_path):
     assert proc.returncode == 0, err
     last = json.loads(out.splitlines()[-1])
     assert last["event_type"] == "SHUTDOWN" and last["reason"] == "exit" and last["graceful"] is True
+
+
+def _python(code: str, tmp_path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO), **env))
+
+
+def test_importing_dora_otel_does_not_import_boto3(tmp_path):
+    proc = _python("""
+        import sys, dora_otel
+        assert "boto3" not in sys.modules and "botocore" not in sys.modules, sorted(m for m in sys.modules if "boto" in m)
+        print("ok")
+    """, tmp_path)
+    assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_setup_installs_the_global_provider_so_other_instrumentation_joins_the_trace(tmp_path):
+    proc = _python("""
+        import sys
+        from opentelemetry import trace
+        import dora_otel
+        t = dora_otel.setup(container_mode=True, data_dir=sys.argv[0] if False else ".", ledger="off")
+        assert trace.get_tracer_provider() is t.tracer_provider
+
+        class S:
+            @dora_otel.decision_cycle
+            def quote(self, market):
+                return [{"side": "yes", "price": 0.4, "size": 1}]
+
+        @dora_otel.order_place
+        def place(market, side, price, size):
+            with trace.get_tracer("http-client").start_as_current_span("HTTP POST /orders") as http:
+                pass
+            return {"order_id": "x"}
+
+        S().quote("M")
+        place("M", "yes", 0.4, 1)
+        t.shutdown()
+    """, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    spans = read_spans(tmp_path / "spans" / "spans.jsonl")
+    place = [s for s in spans if s["name"] == "order.place"][0]
+    http = [s for s in spans if s["name"] == "HTTP POST /orders"][0]
+    assert http["traceId"] == place["traceId"] and http["parentSpanId"] == place["spanId"]
+
+
+def test_otel_sdk_disabled_keeps_json_lines_with_decision_ids_and_exports_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    captured = start(tmp_path)
+    for t in Strategy().quote("KXBTC"):
+        Exchange().place_order("KXBTC", t["side"], t["price"], t["size"])
+    decision = captured.events("DECISION_MADE")[0]
+    assert len(decision["decision_id"]) == 32 and int(decision["decision_id"], 16) != 0
+    assert {l["decision_id"] for l in captured.events("ORDER_RESULT")} == {decision["decision_id"]}
+    captured.telemetry.shutdown()
+    assert captured.spans() == [] and not (tmp_path / "spans").exists()
+    assert captured.telemetry.ledger is None
+
+
+def test_heartbeat_carries_health_counters(tmp_path):
+    from dora_otel.sinks.memory import MemorySink
+
+    captured = start(tmp_path, ledger_sink=MemorySink())
+    dora_otel.heartbeat(markets_active=1, open_orders_count=0)
+    beat = captured.events("HEARTBEAT")[0]
+    for key in ("ledger_enqueued", "ledger_shipped", "ledger_retried", "ledger_rejected", "ledger_journal_bytes",
+                "ledger_oldest_unshipped_age_s", "logs_dropped"):
+        assert key in beat, key
+    captured.telemetry.shutdown()
