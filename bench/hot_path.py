@@ -20,7 +20,6 @@ Prints the median and quartiles of the per-round ratio. Not a test: nothing is a
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import statistics
 import sys
@@ -42,68 +41,25 @@ def main() -> int:
     args = parser.parse_args()
 
     import dora_otel
+    from _cycle import baseline_cycle, instrumented_cycle, timer
 
     devnull = open(os.devnull, "w")
-    data_dir = tempfile.mkdtemp(prefix="dora-bench-")
-    plain = logging.getLogger("bench.plain")
-    plain.propagate = False
-    handler = logging.StreamHandler(devnull)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    plain.addHandler(handler)
-    plain.setLevel(logging.INFO)
-
-    def baseline_cycle(market: str, i: int) -> None:
-        plain.info(f"decision for {market}: 2 target orders, spread 0.05, loop {i}")
-        plain.info(f"thinking about {market}")
-        plain.info(f"Placing order: {market} yes@0.45 x10")
-        plain.info(f"Placed order: {market} yes@0.45 - ID: o-{i}-1 in 0.2 ms")
-        plain.info(f"Placing order: {market} no@0.50 x10")
-        plain.info(f"Placed order: {market} no@0.50 - ID: o-{i}-2 in 0.2 ms")
-
-    telemetry = dora_otel.setup(container_mode=not args.file, stream=devnull, data_dir=data_dir,
+    baseline = baseline_cycle(devnull)
+    telemetry = dora_otel.setup(container_mode=not args.file, stream=devnull, data_dir=tempfile.mkdtemp(prefix="dora-bench-"),
                                 ledger=args.ledger, install_signal_handlers=False, watchdog_seconds=0)
-    bot_log = logging.getLogger("bench.bot")
-    targets = [{"side": "yes", "price": 0.45, "size": 10}, {"side": "no", "price": 0.50, "size": 10}]
+    instrumented = instrumented_cycle()
+    timed = timer(telemetry, args.clock, args.cycles)
 
-    @dora_otel.decision_cycle
-    def quote(market: str) -> list:
-        bot_log.info("thinking about %s", market)
-        return targets
-
-    counter = [0]
-
-    @dora_otel.order_place
-    def place(market: str, side: str, price: float, size: int, client_order_id: str | None = None) -> dict:
-        counter[0] += 1
-        return {"order": {"order_id": f"o-{counter[0]}", "status": "resting"}}
-
-    def instrumented_cycle(market: str, i: int) -> None:
-        for t in quote(market):
-            place(market, t["side"], t["price"], t["size"])
-
-    clock = time.thread_time if args.clock == "thread" else time.perf_counter
-
-    def timed(fn, n: int) -> float:
-        start = clock()
-        for i in range(n):
-            fn("KXBTC-26NOV", i)
-        if args.clock == "wall" and fn is instrumented_cycle:
-            telemetry.flush(60)  # wall clock pays for the lines still queued to the writer thread
-        elapsed = clock() - start
-        if fn is instrumented_cycle:
-            telemetry.flush(60)  # thread clock: nothing of this round spills into the next
-        return elapsed / n
-
-    timed(baseline_cycle, args.cycles)  # warm up both paths
-    timed(instrumented_cycle, args.cycles)
+    timed(baseline, False)  # warm up both paths
+    timed(instrumented, True)
     ratios, base_us, inst_us = [], [], []
     for r in range(args.rounds):
         if r % 2:
-            i_t = timed(instrumented_cycle, args.cycles)
-            b_t = timed(baseline_cycle, args.cycles)
+            i_t = timed(instrumented, True)
+            b_t = timed(baseline, False)
         else:
-            b_t = timed(baseline_cycle, args.cycles)
-            i_t = timed(instrumented_cycle, args.cycles)
+            b_t = timed(baseline, False)
+            i_t = timed(instrumented, True)
         ratios.append(i_t / b_t)
         base_us.append(b_t * 1e6)
         inst_us.append(i_t * 1e6)

@@ -13,12 +13,10 @@ hot_path.py); `--clock wall` for elapsed time including background threads.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import statistics
 import sys
 import tempfile
-import time
 
 
 def main() -> int:
@@ -32,62 +30,23 @@ def main() -> int:
     import dora_otel
     from dora_otel.ledger.processor import ExecutionLedgerProcessor
 
-    devnull = open(os.devnull, "w")
-    plain = logging.getLogger("bench.plain")
-    plain.propagate = False
-    handler = logging.StreamHandler(devnull)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    plain.addHandler(handler)
-    plain.setLevel(logging.INFO)
+    from _cycle import baseline_cycle, instrumented_cycle, timer
 
+    devnull = open(os.devnull, "w")
+    baseline = baseline_cycle(devnull)
     telemetry = dora_otel.setup(container_mode=True, stream=devnull, data_dir=tempfile.mkdtemp(prefix="dora-bench-"),
                                 ledger=args.ledger, install_signal_handlers=False, watchdog_seconds=0)
     multi = telemetry.tracer_provider._active_span_processor
     with_ledger = multi._span_processors
     without_ledger = tuple(p for p in with_ledger if not isinstance(p, ExecutionLedgerProcessor))
     assert len(without_ledger) == len(with_ledger) - 1, "the ledger processor is not registered"
-
-    bot_log = logging.getLogger("bench.bot")
-    targets = [{"side": "yes", "price": 0.45, "size": 10}, {"side": "no", "price": 0.50, "size": 10}]
-
-    @dora_otel.decision_cycle
-    def quote(market: str) -> list:
-        bot_log.info("thinking about %s", market)
-        return targets
-
-    counter = [0]
-
-    @dora_otel.order_place
-    def place(market: str, side: str, price: float, size: int, client_order_id: str | None = None) -> dict:
-        counter[0] += 1
-        return {"order": {"order_id": f"o-{counter[0]}", "status": "resting"}}
-
-    def baseline(market: str, i: int) -> None:
-        plain.info(f"decision for {market}: 2 target orders, spread 0.05, loop {i}")
-        plain.info(f"thinking about {market}")
-        plain.info(f"Placing order: {market} yes@0.45 x10")
-        plain.info(f"Placed order: {market} yes@0.45 - ID: o-{i}-1 in 0.2 ms")
-        plain.info(f"Placing order: {market} no@0.50 x10")
-        plain.info(f"Placed order: {market} no@0.50 - ID: o-{i}-2 in 0.2 ms")
-
-    def cycle(market: str, i: int) -> None:
-        for t in quote(market):
-            place(market, t["side"], t["price"], t["size"])
-
-    clock = time.thread_time if args.clock == "thread" else time.perf_counter
+    cycle = instrumented_cycle()
+    time_cycle = timer(telemetry, args.clock, args.cycles)
 
     def timed(fn, processors=None) -> float:
         if processors is not None:
             multi._span_processors = processors
-        start = clock()
-        for i in range(args.cycles):
-            fn("KXBTC-26NOV", i)
-        if args.clock == "wall" and processors is not None:
-            telemetry.flush(60)
-        elapsed = clock() - start
-        if processors is not None:
-            telemetry.flush(60)
-        return elapsed / args.cycles
+        return time_cycle(fn, processors is not None)
 
     timed(cycle, with_ledger)
     timed(baseline)
