@@ -407,9 +407,13 @@ def order_place(fn: F | None = None, /, *, result: Callable[[Any], Any] | None =
                          if decision is not None else None)
             if state.ref is not None and coid is not None:
                 runtime.orders.add(str(coid), state.ref)
-            runtime.emit(logging.INFO, "ORDER_PLACE", f"placing {side} {size}@{price} on {mkt}", dict(fields), span)
-            if runtime.watchdog is not None and decision_id is not None:
-                runtime.watchdog.order_started(decision_id, slot, coid, mkt)
+            try:
+                runtime.emit(logging.INFO, "ORDER_PLACE", f"placing {side} {size}@{price} on {mkt}", dict(fields), span)
+                if runtime.watchdog is not None and decision_id is not None:
+                    runtime.watchdog.order_started(decision_id, slot, coid, mkt)
+            except BaseException:  # (SchemaError in strict mode) leave the caller's context as it was
+                state.cleanup()
+                raise
             state.started = _perf()
             return state
 
@@ -522,7 +526,11 @@ def order_cancel(fn: F | None = None, /, **field_names: Any) -> Any:
             state.runtime, state.span, state.decision, state.ref = runtime, span, None, ref
             state.token = otel_context.attach(set_span_in_context(span))
             state.decision_token = None
-            runtime.emit(logging.INFO, "ORDER_CANCEL", f"cancelling order {order_id} on {mkt}", dict(fields), span)
+            try:
+                runtime.emit(logging.INFO, "ORDER_CANCEL", f"cancelling order {order_id} on {mkt}", dict(fields), span)
+            except BaseException:  # (SchemaError in strict mode) leave the caller's context as it was
+                state.cleanup()
+                raise
             state.started = _perf()
             return state
 

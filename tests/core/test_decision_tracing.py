@@ -278,3 +278,18 @@ def test_decorated_functions_run_unchanged_before_setup():
     assert dora_otel.current() is None
     assert Strategy().quote("M") == TARGETS
     assert dora_otel.record_fill("M", "yes", 0.4, 1, 0.0) is None
+
+
+def test_strict_schema_error_in_a_decorator_leaves_no_span_or_context_behind(cap):
+    from opentelemetry import trace as trace_api
+
+    @dora_otel.order_place
+    def place(market, side, price, size):
+        raise AssertionError("the call must not run when its ORDER_PLACE is malformed")
+
+    Strategy().quote("KXBTC")
+    before = trace_api.get_current_span()
+    with pytest.raises(dora_otel.SchemaError, match="'price'"):
+        place("KXBTC", "yes", None, 10)
+    assert trace_api.get_current_span() is before
+    assert [s.name for s in cap.spans("order.place")] == ["order.place"]  # ended, not leaked
