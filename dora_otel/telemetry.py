@@ -220,7 +220,7 @@ def setup(**overrides: Any) -> Telemetry:
             tracer=tracer, strict=config.strict, identity_fields=identity_fields,
             stats=telemetry.stats, ttl_days=config.ledger_ttl_days)
         _runtime.ACTIVE = runtime
-        runtime.emit(logging.INFO, "STARTUP", f"dora-bot {bot_version} starting (run {identity.BOT_RUN_ID}, env {config.env})", {
+        runtime.emit(logging.INFO, "STARTUP", f"{config.service_name} {bot_version} starting (run {identity.BOT_RUN_ID}, env {config.env})", {
             "bot_version": bot_version, "env": config.env, "ledger": config.ledger if not config.sdk_disabled else "off",
             "otlp_endpoint": config.otlp_endpoint, "data_dir": str(config.data_dir),
             "service_instance_id": attributes["service.instance.id"],
