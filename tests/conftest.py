@@ -16,7 +16,6 @@ the rest).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import servers  # noqa: E402  (tests/servers.py)
+from servers import DynamoEnv  # noqa: E402
 
 _LEDGER_SERVER_FIXTURES = ("dynamodb_local_server", "dynalite_server", "dynamodb_server", "dynamodb_env")
 
@@ -69,30 +69,6 @@ def dynamodb_server(request: pytest.FixtureRequest) -> Iterator[servers.DynamoSe
     yield server
     if server.paused:
         server.resume()
-
-
-@dataclasses.dataclass
-class DynamoEnv:
-    """Ledger tables on a local server: ``env`` names them, ``client`` reaches them."""
-
-    server: servers.DynamoServer
-    env: str
-    client: Any
-
-    @property
-    def is_dynalite(self) -> bool:
-        return self.server.name == "dynalite"
-
-    def scan_all(self, table: str) -> list[dict[str, Any]]:
-        """Every item of a table (tests may Scan; the ledger never does)."""
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"TableName": table}
-        while True:
-            page = self.client.scan(**kwargs)
-            items.extend(page.get("Items", []))
-            if not page.get("LastEvaluatedKey"):
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ Used by ``tests/conftest.py`` (session fixtures) and ``bench/ledger_*.py``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import atexit
 import contextlib
 import os
@@ -37,6 +39,7 @@ LOCAL_CREDENTIALS = {
 }
 
 __all__ = [
+    "DynamoEnv",
     "DynamoServer",
     "FaultInjector",
     "ServerError",
@@ -344,3 +347,27 @@ class FaultInjector:
             # the request's JSON is already the low-level attribute-value shape the client takes
             self.writer.batch_write_item(RequestItems=written)
         return aws_json_response(request.url, 200, {"UnprocessedItems": unprocessed})
+
+
+@dataclasses.dataclass
+class DynamoEnv:
+    """Ledger tables on a local server: ``env`` names them, ``client`` reaches them."""
+
+    server: DynamoServer
+    env: str
+    client: Any
+
+    @property
+    def is_dynalite(self) -> bool:
+        return self.server.name == "dynalite"
+
+    def scan_all(self, table: str) -> list[dict[str, Any]]:
+        """Every item of a table (tests may Scan; the ledger never does)."""
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": table}
+        while True:
+            page = self.client.scan(**kwargs)
+            items.extend(page.get("Items", []))
+            if not page.get("LastEvaluatedKey"):
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -51,7 +51,7 @@ def read_line(process: subprocess.Popen[str], timeout_s: float) -> str:
 def test_kill_9_during_a_server_outage_loses_nothing_and_duplicates_nothing(
     dynamodb_local_server: Any, tmp_path: Path
 ) -> None:
-    from conftest import DynamoEnv
+    from servers import DynamoEnv
 
     server = dynamodb_local_server
     client = server.client(read_timeout_s=10.0)
