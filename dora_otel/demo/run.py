@@ -4,6 +4,7 @@ on stderr (stdout carries only the JSON log lines)."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,18 @@ def run_demo(*, cycles: int, markets: int, seed: int, fault_rate: float, ledger:
     return 0
 
 
+def _command_name() -> str:
+    """`dora-otel` when that is what the shell finds, else the path that ran us (e.g. .venv/bin/dora-otel)."""
+    script = Path(sys.argv[0])
+    found = shutil.which("dora-otel")
+    if script.name != "dora-otel" or (found and Path(found).resolve() == script.resolve()):
+        return "dora-otel"
+    try:
+        return str(script.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def _print_summary(err: TextIO, telemetry: Any, summary: Any, stats: dict[str, Any], flushed: bool,
                    cycles: int, names: list[str], elapsed: float) -> None:
     config = telemetry.config
@@ -68,10 +81,11 @@ def _print_summary(err: TextIO, telemetry: Any, summary: Any, stats: dict[str, A
         lines.append(f"  spans       {data / 'spans' / 'spans.jsonl'}")
     if config.ledger == "sqlite":
         lines.append(f"  ledger      {data / 'ledger' / 'ledger.sqlite3'}")
+    command = _command_name()
     lines += [
         "look at a decision",
-        f"  dora-otel explain --market {names[0]} --at '1 minute ago' --data-dir {data}",
-        "  dora-otel reconcile --since '10 minutes ago'" + f" --data-dir {data}",
+        f"  {command} explain --market {names[0]} --at '1 minute ago' --data-dir {data}",
+        f"  {command} reconcile --since '10 minutes ago' --data-dir {data}",
     ]
     err.write("\n".join(lines) + "\n")
     err.flush()
