@@ -16,6 +16,7 @@ the rest).
 
 from __future__ import annotations
 
+import logging
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+import dora_otel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -163,3 +166,18 @@ def ledger_decision_record() -> Callable[..., dict[str, Any]]:
         return record
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Every test leaves the root logger and dora_otel's globals as it found them."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    current = dora_otel.current()
+    if current is not None:
+        current.shutdown(reason="test teardown")
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)

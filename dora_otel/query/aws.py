@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from dora_otel.protocols import LedgerReader
-from dora_otel.query.sources import LogLines, LogsUnavailable, Region, describe_reader, merge_regions
+from dora_otel.query.sources import LogLines, LogsUnavailable, Region, describe_reader, merge_regions, unique_lines
 
 __all__ = ["AwsSource", "InsightsReader", "decision_insights_query", "line_from_event", "log_group"]
 
@@ -205,7 +205,7 @@ class InsightsReader:
         rows = self.run(query, start, end)
         if len(rows) >= MAX_ROWS and end - start > timedelta(seconds=2):
             middle = start + (end - start) / 2
-            return _unique(self.lines(condition, start, middle) + self.lines(condition, middle, end))
+            return unique_lines(self.lines(condition, start, middle) + self.lines(condition, middle, end))
         out = []
         for row in rows:
             fields = {f.get("field"): f.get("value") for f in row}
@@ -222,18 +222,6 @@ class InsightsReader:
         if code:
             return f"CloudWatch Logs {code} on {self.group}: {exc}"
         return f"CloudWatch Logs unreachable for {self.group}: {type(exc).__name__}: {exc}"
-
-
-def _unique(lines: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    seen: set[tuple[Any, Any]] = set()
-    out = []
-    for line in lines:
-        key = (line.get("bot_run_id"), line.get("seq"))
-        if key[1] is not None and key in seen:
-            continue
-        seen.add(key)
-        out.append(line)
-    return out
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
@@ -312,7 +300,7 @@ class AwsSource:
         except LogsUnavailable as exc:
             return LogLines([], available=False, note=str(exc))
         lines = [ln for ln in lines if any(_in_region(ln.get("ts"), r) for r in merged)]
-        return LogLines(_unique(lines), note=self._lag_note(lines, end))
+        return LogLines(unique_lines(lines), note=self._lag_note(lines, end))
 
     def run_lines(self, start: datetime, end: datetime) -> LogLines:
         disabled = self._disabled()

@@ -22,7 +22,7 @@ import orjson
 
 from dora_otel.logs import log_file_path
 from dora_otel.protocols import LedgerReader
-from dora_otel.query.sources import LogLines, Region, describe_reader, merge_regions
+from dora_otel.query.sources import LogLines, Region, describe_reader, merge_regions, unique_lines
 from dora_otel.query.times import iso_ms
 
 __all__ = ["LocalSource", "LogFiles"]
@@ -167,19 +167,6 @@ def _scan(mm: mmap.mmap, pos: int, size: int, stop: bytes | None,
         pos = end + 1
 
 
-def unique(lines: Iterator[dict[str, Any]] | Any) -> list[dict[str, Any]]:
-    """Lines without repeats (regions can overlap by a few lines), keyed by run and seq."""
-    seen: set[tuple[Any, Any]] = set()
-    out = []
-    for line in lines:
-        key = (line.get("bot_run_id"), line.get("seq"))
-        if key[1] is not None and key in seen:
-            continue
-        seen.add(key)
-        out.append(line)
-    return out
-
-
 def decision_id_of(raw: bytes) -> bytes | None:
     """The decision_id in a raw line, without parsing the JSON."""
     at = raw.find(_DID)
@@ -250,14 +237,14 @@ class LocalSource:
             return did is None or _DECISION_MADE in raw
 
         assert self.logs is not None
-        return LogLines(unique(self.logs.lines(regions, wanted)))
+        return LogLines(unique_lines(self.logs.lines(regions, wanted)))
 
     def run_lines(self, start: datetime, end: datetime) -> LogLines:
         missing = self._no_logs()
         if missing is not None:
             return missing
         assert self.logs is not None
-        return LogLines(unique(self.logs.lines([(start, end)], lambda raw: True)))
+        return LogLines(unique_lines(self.logs.lines([(start, end)], lambda raw: True)))
 
     def find_decision_lines(self, decision_id: str) -> LogLines:
         missing = self._no_logs()
@@ -265,7 +252,7 @@ class LocalSource:
             return missing
         token = decision_id.encode()
         assert self.logs is not None
-        return LogLines(unique(line for line in self.logs.find(decision_id)
+        return LogLines(unique_lines(line for line in self.logs.find(decision_id)
                                if str(line.get("decision_id", "")).encode() == token))
 
     def spans_for(self, decision_id: str) -> list[dict[str, Any]]:

@@ -204,3 +204,16 @@ def records_from_spans(spans: Iterable[Mapping[str, Any]]) -> tuple[dict[str, di
     for recs in events.values():
         recs.sort(key=lambda r: (r.get("event_ts", ""), r.get("seq") or 0))
     return decisions, events
+
+
+def unique_lines(lines: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Lines without repeats (local file regions and CloudWatch query windows can overlap), keyed by run and seq."""
+    seen: set[tuple[Any, Any]] = set()
+    out = []
+    for line in lines:
+        key = (line.get("bot_run_id"), line.get("seq"))
+        if key[1] is not None and key in seen:
+            continue
+        seen.add(key)
+        out.append(line)
+    return out

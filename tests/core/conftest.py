@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from typing import Any, Iterator
 
 import pytest
@@ -59,18 +58,3 @@ def cap(tmp_path: Any) -> Iterator[Captured]:
     captured = start(tmp_path)
     yield captured
     captured.telemetry.shutdown(reason="test")
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """Every test leaves the root logger and dora_otel's globals as it found them."""
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    yield
-    current = dora_otel.current()
-    if current is not None:
-        current.shutdown(reason="test teardown")
-    root.setLevel(level)
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
