@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import math
+import os
 import queue
 import threading
 import time
 import traceback
+import weakref
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Mapping
@@ -389,6 +391,18 @@ class LogPipeline:
     def start(self) -> None:
         self._writer.thread.start()
         self._started = True
+        _live_pipelines.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child inherits the queue but not the writer thread: give it both afresh
+        (lines the parent had queued are the parent's to write)."""
+        if not self._started:
+            return
+        self.queue = queue.SimpleQueue()
+        handlers = self._writer._handlers  # noqa: SLF001 (same module)
+        self._writer = _Writer(self.queue, handlers, self._writer._interval_s)
+        self.handler.queue = self.queue
+        self._writer.thread.start()
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait until every line logged before this call is written. Any thread; blocks up to timeout_s."""
@@ -405,6 +419,22 @@ class LogPipeline:
             return True
         flushed = self.flush(timeout_s)
         self._started = False
+        _live_pipelines.discard(self)
         self._writer.stop()
         self._writer.thread.join(timeout=max(0.1, timeout_s))
         return flushed
+
+
+_live_pipelines: weakref.WeakSet[LogPipeline] = weakref.WeakSet()
+
+
+def _restart_writers_in_child() -> None:
+    for pipeline in list(_live_pipelines):
+        try:
+            pipeline._after_fork_in_child()
+        except Exception:  # the child must come up even if its logging cannot
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_restart_writers_in_child)

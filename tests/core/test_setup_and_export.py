@@ -374,3 +374,22 @@ def test_heartbeat_carries_health_counters(tmp_path):
                 "ledger_oldest_unshipped_age_s", "logs_dropped"):
         assert key in beat, key
     captured.telemetry.shutdown()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_keeps_writing_log_lines(tmp_path):
+    proc = _python("""
+        import io, os, sys, logging
+        import dora_otel
+        t = dora_otel.setup(container_mode=True, data_dir=".", ledger="off", install_signal_handlers=False)
+        pid = os.fork()
+        if pid == 0:
+            logging.getLogger("child").info("hello from the child")
+            dora_otel.current().flush(5)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        t.shutdown()
+    """, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert any(line["message"] == "hello from the child" for line in lines)
