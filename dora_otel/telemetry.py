@@ -211,7 +211,7 @@ def setup(**overrides: Any) -> Telemetry:
         else:
             provider = tracing.build_provider(
                 resource_attributes=attributes, endpoint=config.otlp_endpoint, protocol=config.otlp_protocol,
-                data_dir=config.data_dir)
+                data_dir=config.data_dir, export_timeout_s=_export_timeout(config))
             telemetry.tracer_provider = provider
             _install_global_provider(provider)
             telemetry.ledger = _start_ledger(config, provider, identity_fields, bot_version)
@@ -251,7 +251,7 @@ def _install_logging(telemetry: Telemetry, config: Config, identity_fields: dict
     if config.otlp_endpoint and not config.sdk_disabled:
         telemetry.logger_provider = tracing.build_log_provider(
             resource_attributes=telemetry.resource_attributes, endpoint=config.otlp_endpoint,
-            protocol=config.otlp_protocol)
+            protocol=config.otlp_protocol, export_timeout_s=_export_timeout(config))
         handlers.append(logs.otlp_handler(telemetry.logger_provider))
     pipeline = logs.LogPipeline(handlers)
     pipeline.start()
@@ -261,6 +261,12 @@ def _install_logging(telemetry: Telemetry, config: Config, identity_fields: dict
     # The OTel SDK's and exporters' own chatter must not recurse into the OTLP handler endlessly.
     logging.getLogger("opentelemetry").propagate = True
     telemetry._handlers = handlers
+
+
+def _export_timeout(config: Config) -> float:
+    """One OTLP export may not outlast the shutdown budget (an unreachable collector must not hold
+    a SIGTERM'd bot past it); 10 s at most, the OTel default."""
+    return max(0.5, min(10.0, config.shutdown_timeout_s))
 
 
 def _install_global_provider(provider: Any) -> None:

@@ -393,3 +393,24 @@ def test_a_forked_child_keeps_writing_log_lines(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert any(line["message"] == "hello from the child" for line in lines)
+
+
+def test_shutdown_with_an_unreachable_collector_still_ends_and_logs_shutdown(tmp_path):
+    from tests.servers import free_port
+
+    proc = _python(f"""
+        import dora_otel
+        t = dora_otel.setup(container_mode=True, data_dir=".", ledger="off", shutdown_timeout_s=1.0,
+                            otlp_endpoint="http://127.0.0.1:{free_port()}", otlp_protocol="http/protobuf")
+
+        class S:
+            @dora_otel.decision_cycle
+            def quote(self, market):
+                return [{{"side": "yes", "price": 0.4, "size": 1}}]
+
+        S().quote("M")
+        t.shutdown(reason="deploy")
+    """, tmp_path)  # _python's subprocess timeout fails the test if shutdown hangs
+    assert proc.returncode == 0, proc.stderr
+    last = json.loads(proc.stdout.splitlines()[-1])
+    assert last["event_type"] == "SHUTDOWN" and last["reason"] == "deploy"
