@@ -69,9 +69,13 @@ def _print_summary(err: TextIO, telemetry: Any, summary: Any, stats: dict[str, A
         f"  fills       {summary.fills}",
         f"  risk halt   {'at loop ' + str(summary.halted_at_loop) if summary.halted_at_loop else 'no'}",
     ]
-    if stats:
+    if stats and config.ledger != "off":
+        note = "" if flushed else " (flush incomplete: the rest is replayed on the next start)"
+        if stats.get("outage"):
+            note = (" — the sink is failing: see the ERROR line with target execution_log on stdout; "
+                    "records stay in the journal and are replayed on the next start")
         lines.append(f"  ledger      {config.ledger}: {stats.get('shipped', 0)} records shipped, "
-                     f"{stats.get('rejected', 0)} rejected{'' if flushed else ' (flush incomplete: replayed on next start)'}")
+                     f"{stats.get('rejected', 0)} rejected{note}")
     lines.append("files")
     if not config.container_mode:
         lines.append(f"  logs        {data / 'logs' / 'dora-bot.jsonl'}")
