@@ -1,0 +1,108 @@
+"""How much time dora-otel adds between the strategy deciding and the order call starting — the
+latency a trader feels — measured inside the bot's own functions (perf_counter_ns), instrumented vs
+plain, paired per round.
+
+Measured span: from the last statement of the strategy method to the first statement of the
+exchange call for the first order: the decorators' after-work (DECISION_MADE, decision record) and
+before-work (ORDER_PLACE line and span, ledger journal write) on the instrumented side; one plain
+log line ("Placing order ...") on the plain side.
+
+Cycles are paced (`--pace-ms`) like a bot that waits on the exchange between loops; back-to-back
+cycles would instead measure background threads competing for the GIL.
+
+    python bench/decision_to_wire.py [--ledger off|sqlite] [--rounds 20] [--cycles 500] [--pace-ms 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ledger", default="sqlite", choices=("off", "sqlite", "memory"))
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--cycles", type=int, default=500)
+    parser.add_argument("--pace-ms", type=float, default=2.0,
+                        help="idle time between cycles, as a bot waiting on the exchange has (default 2 ms); "
+                             "background threads (log writer, span export, ledger shipper) work in it")
+    args = parser.parse_args()
+
+    import dora_otel
+
+    devnull = open(os.devnull, "w")
+    plain = logging.getLogger("bench.plain")
+    plain.propagate = False
+    handler = logging.StreamHandler(devnull)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    plain.addHandler(handler)
+    plain.setLevel(logging.INFO)
+    telemetry = dora_otel.setup(container_mode=True, stream=devnull, data_dir=tempfile.mkdtemp(prefix="dora-bench-"),
+                                ledger=args.ledger, install_signal_handlers=False, watchdog_seconds=0)
+    targets = [{"side": "yes", "price": 0.45, "size": 10}]
+    marks = [0, 0]
+    now = time.perf_counter_ns
+
+    def quote_plain(market: str) -> list:
+        marks[0] = now()
+        return targets
+
+    def place_plain(market: str, side: str, price: float, size: int) -> dict:
+        marks[1] = now()
+        return {"order": {"order_id": "o-1", "status": "resting"}}
+
+    def cycle_plain(market: str) -> int:
+        for t in quote_plain(market):
+            plain.info(f"Placing order: {market} {t['side']}@{t['price']} x{t['size']}")
+            place_plain(market, t["side"], t["price"], t["size"])
+        return marks[1] - marks[0]
+
+    @dora_otel.decision_cycle
+    def quote(market: str) -> list:
+        marks[0] = now()
+        return targets
+
+    @dora_otel.order_place
+    def place(market: str, side: str, price: float, size: int, client_order_id: str | None = None) -> dict:
+        marks[1] = now()
+        return {"order": {"order_id": "o-1", "status": "resting"}}
+
+    def cycle(market: str) -> int:
+        for t in quote(market):
+            place(market, t["side"], t["price"], t["size"])
+        return marks[1] - marks[0]
+
+    pace = args.pace_ms / 1000.0
+
+    def median_gap(fn) -> float:
+        gaps = []
+        for _ in range(args.cycles):
+            gaps.append(fn("KXBTC-26NOV"))
+            time.sleep(pace)
+        gaps.sort()
+        return gaps[len(gaps) // 2] / 1000.0
+
+    median_gap(cycle)
+    median_gap(cycle_plain)
+    plain_us, inst_us = [], []
+    for r in range(args.rounds):
+        pair = (median_gap(cycle_plain), median_gap(cycle)) if r % 2 == 0 else tuple(reversed((median_gap(cycle), median_gap(cycle_plain))))
+        plain_us.append(pair[0])
+        inst_us.append(pair[1])
+        telemetry.flush(60)
+    telemetry.shutdown(reason="bench")
+    med = statistics.median
+    print(f"decision_to_wire (ledger={args.ledger}, {args.rounds} rounds of {args.cycles} cycles paced {args.pace_ms:g} ms): strategy return -> "
+          f"order call starts: {med(inst_us):.1f} us instrumented vs {med(plain_us):.1f} us with one plain log line "
+          f"(dora-otel adds {med(inst_us) - med(plain_us):.1f} us)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
