@@ -16,13 +16,20 @@ Cycle = Callable[[str, int], None]
 MARKET = "KXBTC-26NOV"
 
 
-def baseline_cycle(stream: TextIO) -> Cycle:
+def plain_logger(stream: TextIO) -> logging.Logger:
+    """The bot's logging today: a StreamHandler with a classic text format, nothing else."""
     plain = logging.getLogger("bench.plain")
     plain.propagate = False
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    plain.addHandler(handler)
+    if not plain.handlers:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        plain.addHandler(handler)
     plain.setLevel(logging.INFO)
+    return plain
+
+
+def baseline_cycle(stream: TextIO) -> Cycle:
+    plain = plain_logger(stream)
 
     def cycle(market: str, i: int) -> None:
         plain.info(f"decision for {market}: 2 target orders, spread 0.05, loop {i}")

@@ -16,7 +16,6 @@ cycles would instead measure background threads competing for the GIL.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import statistics
 import sys
@@ -35,14 +34,10 @@ def main() -> int:
     args = parser.parse_args()
 
     import dora_otel
+    from _cycle import plain_logger
 
     devnull = open(os.devnull, "w")
-    plain = logging.getLogger("bench.plain")
-    plain.propagate = False
-    handler = logging.StreamHandler(devnull)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    plain.addHandler(handler)
-    plain.setLevel(logging.INFO)
+    plain = plain_logger(devnull)
     telemetry = dora_otel.setup(container_mode=True, stream=devnull, data_dir=tempfile.mkdtemp(prefix="dora-bench-"),
                                 ledger=args.ledger, install_signal_handlers=False, watchdog_seconds=0)
     targets = [{"side": "yes", "price": 0.45, "size": 10}]
