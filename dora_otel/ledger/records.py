@@ -34,6 +34,7 @@ def iso_from_ns(ns: int) -> str:
 
 
 def execution_sort_key(record: Mapping[str, Any]) -> str:
+    """The execution table's sort key `decision_id#event_ts#seq` (seq zero-padded so it sorts as text)."""
     return f"{record['decision_id']}#{record['event_ts']}#{int(record['seq']):012d}"
 
 

@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+from dora_otel.ledger.records import execution_sort_key
 from dora_otel.protocols import BatchTooLargeError, InvalidRecordError, Record, TimeArg
 
 MAX_BATCH = 25
@@ -78,7 +79,7 @@ def prepare(record: Mapping[str, Any]) -> tuple[str, Record]:
                 field="seq",
             )
         if "sk" not in item:
-            item["sk"] = f"{item['decision_id']}#{item['event_ts']}#{seq:012d}"
+            item["sk"] = execution_sort_key(item)
         else:
             _require_key_string(record, item, "sk")
     else:
