@@ -26,11 +26,11 @@ from typing import Any
 
 import orjson
 
-from dora_otel.ledger.journal import DROPPED, Journal
+from dora_otel.ledger.journal import DROPPED, Journal, PendingSummary, pending_on_disk
 from dora_otel.ledger.shipper import Shipper
 from dora_otel.protocols import Sink
 
-__all__ = ["DEFAULT_CRITICAL_EVENT_TYPES", "Ledger", "STATS_KEYS"]
+__all__ = ["DEFAULT_CRITICAL_EVENT_TYPES", "Ledger", "PendingSummary", "STATS_KEYS", "pending_on_disk"]
 
 logger = logging.getLogger("dora_otel.ledger")
 
@@ -45,13 +45,16 @@ STATS_KEYS = (
     "dropped",
     "over_bound",
     "journal_bytes",
+    "journal_records",
     "oldest_unshipped_age_s",
+    "memory_records",
     "failed",
     "torn",
     "replayed",
     "unjournaled",
     "errors",
     "outage",
+    "durable",
 )
 
 _REQUIRED = ("bot_run_id", "decision_id")
@@ -106,6 +109,9 @@ class Ledger:
             written (broken disk); past it records are dropped and counted.
         linger_s: how long the shipper waits after a wake-up to batch a cycle's records.
         close_sink: close the sink in ``shutdown``.
+        memory_only: do not use ``journal_dir`` at all (it is known to be unusable, and the caller
+            has said so): every record waits in the bounded memory queue, not durable, and what is
+            still there at shutdown is counted in ``dropped``.
 
     Raises ValueError for a bad setting (naming it); never raises for I/O problems, which are
     logged and counted instead.
@@ -113,12 +119,15 @@ class Ledger:
     ``stats()`` keys: ``enqueued`` (accepted into the journal or the memory queue), ``shipped``
     (records written to the sink by this process, replays included), ``retried`` (sink calls
     repeated after a failure or UnprocessedItems), ``rejected`` (no bot_run_id/decision_id),
-    ``dropped`` (lost at the journal bound, the memory queue bound, or unserialisable),
-    ``over_bound`` (critical records written past the bound), ``journal_bytes``,
-    ``oldest_unshipped_age_s`` (0 when caught up), ``failed`` (records the sink can never store,
+    ``dropped`` (lost: at the journal bound, at the memory queue bound, unserialisable, or held
+    only in memory when ``shutdown`` returned), ``over_bound`` (critical records written past the
+    bound), ``journal_bytes`` (bytes of this journal's segment files on disk), ``journal_records``
+    (records in them not yet shipped), ``oldest_unshipped_age_s`` (0 when caught up; journal and
+    memory), ``memory_records`` (records waiting in memory only), ``failed`` (records the sink can never store,
     kept in ``dead-letter.jsonl``), ``torn`` (unparseable journal lines skipped), ``replayed``
     (records from earlier runs shipped), ``unjournaled`` (records that went to the memory queue
-    because the journal failed), ``errors`` (internal errors in ``append``), ``outage`` (bool).
+    because the journal failed, not durable), ``errors`` (internal errors in ``append``), ``outage``
+    (bool), ``durable`` (False while records go to memory because the journal cannot be written).
     """
 
     def __init__(
@@ -138,6 +147,7 @@ class Ledger:
         max_memory_records: int = 100_000,
         linger_s: float = 0.02,
         close_sink: bool = True,
+        memory_only: bool = False,
     ) -> None:
         if not isinstance(fsync_interval_s, (int, float)) or not fsync_interval_s > 0:
             raise ValueError(f"fsync_interval_s ({fsync_interval_s!r}) must be > 0")
@@ -150,6 +160,7 @@ class Ledger:
         self.sink = sink
         self.close_sink = close_sink
         self._critical = frozenset(critical_event_types)
+        self.memory_only = memory_only
         self._journal = Journal(
             journal_dir,
             fsync=fsync,
@@ -157,6 +168,7 @@ class Ledger:
             segment_bytes=segment_bytes,
             critical_event_types=self._critical,
             logger=logger,
+            open_directory=not memory_only,
         )
         self.journal_dir = self._journal.directory
         self._fallback: collections.deque[tuple[bytes, float]] = collections.deque()
@@ -185,7 +197,10 @@ class Ledger:
         self._started = False
         self._shut_down = False
         self._shutdown_result = False
-        if self._journal.init_error is not None:
+        if memory_only:
+            self._journal_down_since = time.monotonic()
+            self._journal_retry_at = math.inf
+        elif self._journal.init_error is not None:
             self._journal_failed(self._journal.init_error)
         _register_at_fork(self)
 
@@ -199,11 +214,13 @@ class Ledger:
             return
         self._started = True
         if self._journal.replayed_segments:
-            journal_bytes, _ = self._journal.stats()
+            journal = self._journal.stats()
             logger.info(
-                "execution ledger: replaying %d journal segments (%d bytes) left by earlier runs",
+                "execution ledger: replaying %d journal segments (%d unshipped records, %d bytes) "
+                "left by earlier runs",
                 self._journal.replayed_segments,
-                journal_bytes,
+                journal.records,
+                journal.bytes,
                 extra={"event_type": "LOG", "target": "execution_log"},
             )
         self._shipper.start()
@@ -227,9 +244,11 @@ class Ledger:
     def shutdown(self, timeout_s: float = 5.0) -> bool:
         """Ship what is left within ``timeout_s``, stop the shipper, fsync and close the journal.
 
-        What was not shipped stays in the journal and is replayed by the next ``start``. Records
-        appended afterwards are still journaled (for that replay) but not shipped. Returns True
-        when nothing is left unshipped. Thread: the caller's; blocks up to ``timeout_s``.
+        What was not shipped stays in the journal and is replayed by the next ``start``; what was
+        held only in memory is lost: counted in ``dropped`` and reported in one ERROR line. Records
+        appended afterwards are still journaled (for that replay) but not shipped (or, when the
+        journal cannot be written, counted in ``dropped``). Returns True when nothing is left
+        unshipped. Thread: the caller's; blocks up to ``timeout_s``.
         Idempotent.
         """
         if self._shut_down:
@@ -248,18 +267,47 @@ class Ledger:
                 extra={"event_type": "LOG", "target": "execution_log"},
             )
             self._journal.sync()
+            self._count_memory_lost()
             return False
         empty = self._journal.close()
+        lost = self._count_memory_lost()
         if self.close_sink:
             try:
                 self.sink.close()
             except Exception as exc:
                 logger.warning("closing the ledger sink failed: %s", exc, extra={"event_type": "LOG"})
-        return empty and not self._fallback
+        return empty and not lost
+
+    def _count_memory_lost(self) -> int:
+        """Count the records held only in memory as lost (the process is about to exit) and say so
+        in one ERROR line. Thread: shutdown's."""
+        with self._fallback_lock:
+            lost = len(self._fallback)
+            self._fallback.clear()
+            self._dropped += lost
+        if lost:
+            journal = self._journal.stats()
+            logger.error(
+                "execution ledger: %d records held only in memory (the journal %s could not be "
+                "written) were not shipped and are lost (counted in dropped); %d unshipped records "
+                "stay in the journal on disk for the next start",
+                lost,
+                self._journal.directory,
+                journal.records,
+                extra={
+                    "event_type": "ERROR",
+                    "target": "execution_log",
+                    "error_type": "RecordsLost",
+                    "error_msg": f"{lost} ledger records lost at shutdown: held only in memory",
+                    "dropped": lost,
+                },
+            )
+        return lost
 
     def stats(self) -> dict[str, Any]:
         """The counters (see the class docstring). Thread: any; cheap, never blocks on I/O."""
-        journal_bytes, age = self._journal.stats()
+        on_disk = self._journal.stats()
+        age = on_disk.oldest_unshipped_age_s
         if self._fallback:
             try:
                 age = max(age, time.monotonic() - self._fallback[0][1])
@@ -274,14 +322,17 @@ class Ledger:
             "rejected": self._rejected,
             "dropped": journal.dropped + self._dropped,
             "over_bound": journal.over_bound,
-            "journal_bytes": journal_bytes,
+            "journal_bytes": on_disk.bytes,
+            "journal_records": on_disk.records,
             "oldest_unshipped_age_s": round(age, 3),
+            "memory_records": len(self._fallback),
             "failed": shipper.failed,
             "torn": journal.torn,
             "replayed": shipper.replayed,
             "unjournaled": self._fallback_appended,
             "errors": self._errors + shipper.internal_errors,
             "outage": shipper.in_outage,
+            "durable": self._journal_down_since is None,
         }
 
     # --- the hot path --------------------------------------------------------------------------
@@ -367,7 +418,10 @@ class Ledger:
 
     def _to_memory(self, line: bytes) -> None:
         with self._fallback_lock:
-            if len(self._fallback) >= self._max_memory_records:
+            if self._shut_down and self._shipper_stopped():
+                self._dropped += 1  # nothing will ship it, and the journal cannot keep it
+                full = True
+            elif len(self._fallback) >= self._max_memory_records:
                 self._dropped += 1
                 full = True
             else:
@@ -376,8 +430,8 @@ class Ledger:
                 full = False
         if full:
             self._log_rate_limited(
-                "execution ledger journal unavailable and the in-memory queue is full "
-                "(%d records): a record was dropped",
+                "execution ledger journal unavailable and the in-memory queue is full (%d records) "
+                "or the ledger is shut down: a record was dropped (counted in dropped)",
                 self._max_memory_records,
             )
         else:
@@ -389,8 +443,9 @@ class Ledger:
             return
         self._journal_down_since = time.monotonic()
         logger.error(
-            "execution ledger journal %s cannot be written (%s); records are shipped from memory "
-            "(bounded at %d, not durable across a crash) until it works again",
+            "execution ledger journal %s cannot be written (%s); records are now kept in memory "
+            "only (not durable: lost if the process exits before the sink takes them; bounded at "
+            "%d; counted in unjournaled, and in dropped when lost) until it works again",
             self._journal.directory,
             exc,
             self._max_memory_records,
@@ -411,6 +466,9 @@ class Ledger:
             down_for,
             extra={"event_type": "LOG", "target": "execution_log"},
         )
+
+    def _shipper_stopped(self) -> bool:
+        return not self._shipper.running
 
     def _log_rate_limited(self, message: str, *args: Any) -> None:
         now = time.monotonic()

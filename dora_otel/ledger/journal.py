@@ -10,9 +10,17 @@ Layout and lifecycle:
   ``os.write`` per record on an ``O_APPEND`` descriptor, so a record is in the kernel once ``append``
   returns and survives ``kill -9`` of the process (a machine crash needs fsync: see ``fsync``).
 * The process holds an exclusive ``flock`` on each segment it has open. At start-up every segment in
-  the directory whose lock is free belongs to a dead process: it is *replayed* (shipped again from
-  its first line; writes are idempotent, so what was already shipped is overwritten, never
-  duplicated). Segments locked by a live process are left alone.
+  the directory whose lock is free belongs to a dead process: it is *replayed* from where shipping
+  stopped (see progress files below; writes are idempotent, so the at most one batch shipped but not
+  yet recorded as shipped is overwritten, never duplicated). Segments locked by a live process are
+  left alone.
+* Progress files: next to a segment, ``<segment>.shipped`` holds the byte offset up to which the
+  segment's records are shipped (20 ASCII digits and a newline, rewritten in place with one
+  ``pwrite`` after every acknowledged batch, by the process holding the segment's lock). A replay
+  starts at that offset, so a bot restarting every few seconds (a crash loop) still drains its
+  backlog instead of re-shipping the same first records each run. It is not fsynced: after a
+  machine crash an older offset only means re-shipping (idempotent). A progress file that does not
+  parse counts as offset 0; one whose segment is gone is deleted at start-up.
 * The appender rotates to a new segment when the current one reaches ``segment_bytes`` (or after a
   write error, or when the shipper asks because the segment is fully shipped and idle). A segment
   that is rotated away from and fully shipped is deleted.
@@ -50,11 +58,13 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Batch", "FSYNC_POLICIES", "Journal", "Position"]
+__all__ = ["Batch", "FSYNC_POLICIES", "Journal", "JournalStats", "PendingSummary", "Position", "pending_on_disk"]
 
 FSYNC_POLICIES = ("interval", "always", "never")
 DEAD_LETTER_NAME = "dead-letter.jsonl"
+PROGRESS_SUFFIX = ".shipped"
 _SEGMENT_RE = re.compile(r"^seg-(\d{20})-(\d+)-([0-9a-f]+)\.jsonl$")
+_PROGRESS_WIDTH = 20
 _READ_CHUNK = 32 * 1024
 _MARK_EVERY_S = 1.0  # granularity of oldest_unshipped_age_s
 
@@ -77,6 +87,9 @@ class _Segment:
     replayed: bool = False  # written by an earlier process
     dirty: bool = False  # written since the last fsync
     torn_warned: bool = False
+    records: int = 0  # whole (newline-terminated) lines in [start of replay, end)
+    shipped_records: int = 0  # of those, lines handled by the shipper
+    progress_fd: int = -1  # the segment's progress file, opened at the first ack
     # (offset, monotonic time) of the first record appended in each ~second
     marks: list[tuple[int, float]] = dataclasses.field(default_factory=list)
 
@@ -91,13 +104,35 @@ class Position:
 
 @dataclasses.dataclass
 class Batch:
-    """Records read for the shipper from one segment, ``[start, stop)`` in bytes."""
+    """Records read for the shipper from one segment, ``[start, stop)`` in bytes; ``lines`` is the
+    number of newline-terminated lines in that range (records plus unparseable lines)."""
 
     segment: _Segment
     start: int
     stop: int
     records: list[dict[str, Any]]
     replayed: bool
+    lines: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class JournalStats:
+    """The journal as it is on disk: ``bytes`` of its segment files, ``records`` not yet shipped,
+    and the age in seconds of the oldest of those (0 when caught up)."""
+
+    bytes: int
+    records: int
+    oldest_unshipped_age_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingSummary:
+    """What :func:`pending_on_disk` found: unshipped ``records``, their ``bytes``, and the
+    ``event_ts`` of the oldest (None when there are none or it cannot be read)."""
+
+    records: int
+    bytes: int
+    oldest_event_ts: str | None
 
 
 class Journal:
@@ -113,6 +148,8 @@ class Journal:
         segment_bytes: rotate when a segment reaches this size (at most ``max_bytes // 4``).
         critical_event_types: event types written even past the bound.
         logger: where the journal's ERROR/WARNING/INFO lines go.
+        open_directory: False: do not touch ``directory`` now (the caller knows it is unusable);
+            a later ``append`` still tries to create it.
     """
 
     def __init__(
@@ -124,6 +161,7 @@ class Journal:
         segment_bytes: int = 4 * 1024 * 1024,
         critical_event_types: Iterable[str] = ("ORDER_RESULT", "FILL", "ORDER_CANCEL"),
         logger: logging.Logger | None = None,
+        open_directory: bool = True,
     ) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync ({fsync!r}) must be one of {', '.join(FSYNC_POLICIES)}")
@@ -154,7 +192,13 @@ class Journal:
         self.torn = 0
         self.replayed_segments = 0
         self.dead_lettered = 0
+        self.progress_errors = 0
+        # segments let go of by close(), still on disk for the next start (see stats())
+        self._left = JournalStats(0, 0, 0.0)
+        self._left_since = 0.0
         self.init_error: OSError | None = None
+        if not open_directory:
+            return
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._discover()
@@ -163,11 +207,18 @@ class Journal:
 
     # --- start-up ----------------------------------------------------------------------------
     def _discover(self) -> None:
-        """Take over earlier processes' segments (those whose flock is free) for replay."""
-        for path in sorted(self.directory.iterdir()):
-            match = _SEGMENT_RE.match(path.name)
+        """Take over earlier processes' segments (those whose flock is free) for replay, from the
+        offset their progress file records; delete progress files whose segment is gone."""
+        names = sorted(p.name for p in self.directory.iterdir())
+        for name in names:
+            if name.endswith(PROGRESS_SUFFIX) and _SEGMENT_RE.match(name[: -len(PROGRESS_SUFFIX)]):
+                if not (self.directory / name[: -len(PROGRESS_SUFFIX)]).exists():
+                    (self.directory / name).unlink(missing_ok=True)  # its segment was deleted
+        for name in names:
+            match = _SEGMENT_RE.match(name)
             if not match:
                 continue
+            path = self.directory / name
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
             except FileNotFoundError:
@@ -178,8 +229,10 @@ class Journal:
                 os.close(fd)  # a live process owns it
                 continue
             size = os.fstat(fd).st_size
-            if size == 0:
+            shipped = min(_read_progress(path), size)
+            if size == 0 or shipped >= size:  # empty, or fully shipped before its owner died
                 path.unlink(missing_ok=True)
+                _progress_path(path).unlink(missing_ok=True)
                 os.close(fd)
                 continue
             created = int(match.group(1)) / 1e9
@@ -189,11 +242,13 @@ class Journal:
                 fd=fd,
                 created_wall=created,
                 end=size,
+                shipped=shipped,
                 sealed=True,
                 replayed=True,
+                records=_count_lines(fd, shipped, size),
             )
             # The age of its oldest record is at most the segment's age.
-            segment.marks.append((0, time.monotonic() - max(0.0, time.time() - created)))
+            segment.marks.append((shipped, time.monotonic() - max(0.0, time.time() - created)))
             self._next_index += 1
             self._segments.append(segment)
             self._bytes += size
@@ -254,7 +309,9 @@ class Journal:
         segment.end += written
         self._bytes += written
         segment.dirty = True
-        if written != len(line):
+        if written == len(line):
+            segment.records += 1
+        else:
             # A short write (disk full) leaves a torn line; the reader skips it.
             segment.broken = True
             raise OSError(f"short write to {segment.path}: {written} of {len(line)} bytes")
@@ -313,18 +370,26 @@ class Journal:
                     return False
             return True
 
-    def stats(self) -> tuple[int, float]:
-        """``(journal_bytes, oldest_unshipped_age_s)``; cheap (a lock and a short loop)."""
+    def stats(self) -> JournalStats:
+        """The journal as it is on disk (see :class:`JournalStats`), including segments that
+        ``close`` let go of for the next start. Cheap (a lock and a short loop); any thread."""
         with self._lock:
+            records = self._left.records
+            age: float | None = None
             for segment in self._segments:
                 if segment.shipped < segment.end:
-                    marks = segment.marks
-                    if not marks:
-                        return self._bytes, 0.0
-                    # the last mark at or before the shipped offset (marks are in offset order)
-                    i = max(0, bisect.bisect_right(marks, (segment.shipped, math.inf)) - 1)
-                    return self._bytes, max(0.0, time.monotonic() - marks[i][1])
-            return self._bytes, 0.0
+                    records += max(0, segment.records - segment.shipped_records)
+                    if age is None:
+                        marks = segment.marks
+                        if not marks:
+                            age = 0.0
+                        else:
+                            # the last mark at or before the shipped offset (marks are in offset order)
+                            i = max(0, bisect.bisect_right(marks, (segment.shipped, math.inf)) - 1)
+                            age = max(0.0, time.monotonic() - marks[i][1])
+            if self._left.records:
+                age = max(age or 0.0, time.monotonic() - self._left_since)
+            return JournalStats(self._bytes + self._left.bytes, records, age or 0.0)
 
     # --- the shipper thread ------------------------------------------------------------------
     def read_batch(self, max_records: int) -> Batch | None:
@@ -342,17 +407,19 @@ class Journal:
             else:
                 return None
         records: list[dict[str, Any]] = []
+        lines = 0
         offset = start  # file offset of buffer[pos]: everything before it is consumed
         buffer = b""
         pos = 0
         read_to = start  # file offset just after the buffer's last byte
         chunk_size = _READ_CHUNK
-        while len(records) < max_records:
+        while len(records) < max_records and lines < 4 * max_records:
             newline = buffer.find(b"\n", pos)
             if newline >= 0:
                 record = self._parse(segment, buffer[pos:newline], offset)
                 offset += newline + 1 - pos
                 pos = newline + 1
+                lines += 1
                 if record is not None:
                     records.append(record)
                 continue
@@ -373,7 +440,9 @@ class Journal:
                 break
             buffer += chunk
             read_to += len(chunk)
-        return Batch(segment=segment, start=start, stop=offset, records=records, replayed=segment.replayed)
+        return Batch(
+            segment=segment, start=start, stop=offset, records=records, replayed=segment.replayed, lines=lines
+        )
 
     def _parse(
         self, segment: _Segment, line: bytes, offset: int, torn_tail: bool = False
@@ -406,7 +475,9 @@ class Journal:
         log_recovered = False
         with self._lock:
             segment = batch.segment
-            segment.shipped = max(segment.shipped, batch.stop)
+            if batch.stop > segment.shipped:
+                segment.shipped = batch.stop
+                segment.shipped_records += batch.lines
             while len(segment.marks) > 1 and segment.marks[1][0] <= segment.shipped:
                 del segment.marks[0]
             if segment.sealed and segment.shipped >= segment.end and segment is not self._active:
@@ -419,6 +490,8 @@ class Journal:
                 dropped = self._dropped_at_bound
         if deleted is not None:
             self._delete(deleted)
+        else:
+            self._write_progress(segment)
         if log_recovered:
             self.log.info(
                 "execution ledger journal back under its bound; %d records were dropped while over it",
@@ -426,15 +499,34 @@ class Journal:
                 extra={"event_type": "LOG", "target": "execution_log", "dropped": dropped},
             )
 
+    def _write_progress(self, segment: _Segment) -> None:
+        """Record in the segment's progress file how far it is shipped (one ``pwrite``). A failure
+        only means a replay re-ships from an earlier offset: counted, logged once, not raised.
+        Thread: the shipper."""
+        try:
+            if segment.progress_fd < 0:
+                segment.progress_fd = os.open(
+                    _progress_path(segment.path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+                )
+            os.pwrite(segment.progress_fd, b"%0*d\n" % (_PROGRESS_WIDTH, segment.shipped), 0)
+        except OSError as exc:
+            self.progress_errors += 1
+            if self.progress_errors == 1:
+                self.log.warning(
+                    "could not record shipping progress of journal segment %s (%s); a restart "
+                    "re-ships its records from an earlier point (idempotent)",
+                    segment.path.name,
+                    exc,
+                    extra={"event_type": "LOG", "target": "execution_log"},
+                )
+
     def _delete(self, segment: _Segment) -> None:
         try:
             segment.path.unlink(missing_ok=True)
+            _progress_path(segment.path).unlink(missing_ok=True)  # after the segment: see _discover
         except OSError as exc:
             self.log.warning("could not delete shipped journal segment %s: %s", segment.path, exc)
-        try:
-            os.close(segment.fd)
-        except OSError:
-            pass
+        _close_segment(segment)
 
     def maintain(self, idle_rotate_s: float) -> None:
         """Ask for a rotation when the active segment is fully shipped and older than
@@ -481,7 +573,7 @@ class Journal:
         """Seal the active segment, delete fully shipped segments, and let go of the rest (close
         them, releasing their locks) so that the next start — in this process or another —
         replays them. Returns True when nothing was left unshipped. Later appends open a new
-        segment. Thread: shutdown, after the shipper thread has ended."""
+        segment. ``stats()`` keeps counting what was let go of (it is still on disk). Thread: shutdown, after the shipper thread has ended."""
         if self.fsync != "never":
             self.sync()
         with self._lock:
@@ -489,16 +581,22 @@ class Journal:
                 self._active.sealed = True
                 self._active = None
         self.maintain(idle_rotate_s=float("inf"))
+        now = time.monotonic()
         with self._lock:
             left = [s for s in self._segments if s.shipped < s.end]
+            if left:
+                oldest = min((s.marks[0][1] for s in left if s.marks), default=now)
+                self._left_since = min(oldest, self._left_since or now)
+            self._left = JournalStats(
+                self._left.bytes + sum(s.end for s in left),
+                self._left.records + sum(max(0, s.records - s.shipped_records) for s in left),
+                0.0,
+            )
             for segment in left:
                 self._segments.remove(segment)
                 self._bytes -= segment.end
         for segment in left:
-            try:
-                os.close(segment.fd)
-            except OSError:
-                pass
+            _close_segment(segment)
         return not left
 
     def dead_letter(self, record: dict[str, Any], reason: str) -> None:
@@ -531,11 +629,9 @@ class Journal:
         segment of our own at the next append."""
         self._lock = threading.Lock()
         for segment in self._segments:
-            try:
-                os.close(segment.fd)  # our copy; the parent's descriptor keeps its lock
-            except OSError:
-                pass
+            _close_segment(segment)  # our copies; the parent's descriptors keep their locks
         self._segments = []
+        self._left = JournalStats(0, 0, 0.0)
         self._active = None
         self._bytes = 0
         self._at_bound = False
@@ -547,3 +643,92 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _close_segment(segment: _Segment) -> None:
+    for fd in (segment.fd, segment.progress_fd):
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    segment.progress_fd = -1
+
+
+def _progress_path(segment_path: Path) -> Path:
+    return segment_path.with_name(segment_path.name + PROGRESS_SUFFIX)
+
+
+def _read_progress(segment_path: Path) -> int:
+    """The shipped offset recorded for a segment; 0 when there is no readable progress file."""
+    try:
+        text = _progress_path(segment_path).read_bytes()[: _PROGRESS_WIDTH + 1]
+    except OSError:
+        return 0
+    digits = text.strip()
+    return int(digits) if digits.isdigit() else 0
+
+
+def _count_lines(fd: int, start: int, end: int) -> int:
+    count = 0
+    offset = start
+    while offset < end:
+        chunk = os.pread(fd, min(1024 * 1024, end - offset), offset)
+        if not chunk:
+            break
+        count += chunk.count(b"\n")
+        offset += len(chunk)
+    return count
+
+
+def pending_on_disk(journal_dir: str | os.PathLike[str]) -> PendingSummary:
+    """Records in a journal directory not yet shipped, by any process (live or dead): segment files
+    read from their progress file's offset. Read-only, takes no locks, never raises for a missing or
+    unreadable directory (it reports what it could read). A live process's progress is at most one
+    batch behind what it shipped. Thread: any; reads the files (O(unshipped bytes))."""
+    directory = Path(journal_dir)
+    records = size_total = 0
+    oldest: str | None = None
+    try:
+        names = sorted(p.name for p in directory.iterdir())
+    except OSError:
+        return PendingSummary(0, 0, None)
+    for name in names:
+        if not _SEGMENT_RE.match(name):
+            continue
+        path = directory / name
+        try:
+            with open(path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                start = min(_read_progress(path), size)
+                lines = _count_lines(handle.fileno(), start, size)
+                first = _first_event_ts(handle.fileno(), start, size) if lines else None
+        except OSError:
+            continue
+        records += lines
+        size_total += size - start
+        if first is not None and (oldest is None or first < oldest):
+            oldest = first
+    return PendingSummary(records, size_total, oldest)
+
+
+def _first_event_ts(fd: int, start: int, end: int) -> str | None:
+    """The ``event_ts`` of the first parseable record in ``[start, end)`` (records are appended in
+    time order, so it is the segment's oldest unshipped one)."""
+    offset = start
+    buffer = b""
+    while offset < end:
+        chunk = os.pread(fd, min(_READ_CHUNK, end - offset), offset)
+        if not chunk:
+            return None
+        offset += len(chunk)
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("event_ts"), str):
+                return str(record["event_ts"])
+    return None

@@ -10,7 +10,7 @@ time; a batch is retried until every record in it is written or dead-lettered (p
 errors), so a record is never skipped because the sink is down — it waits in the journal. Only then
 is the batch acknowledged to the journal, which deletes fully shipped segments. Records that could
 not be journaled (the disk failed) wait in a bounded in-memory queue and are shipped after the
-journal's records.
+journal's records; the outage ERROR line says how many wait where.
 
 Retries: ``RetryableSinkError`` (throttling, 5xx, timeouts), ``UnprocessedItems`` and also
 ``PermanentSinkError`` for a whole batch (a missing table or revoked permissions can be fixed while
@@ -313,13 +313,17 @@ class Shipper:
         if not permanent and self._consecutive_failures < self.outage_after_failures:
             return
         self._outage_since = self._first_failure_at
-        backlog, _ = self.journal.stats()
+        on_disk = self.journal.stats()
+        in_memory = len(self.fallback)
+        where = f"{on_disk.records} records wait in the journal on disk ({on_disk.bytes} bytes)"
+        if in_memory:
+            where += f" and {in_memory} in memory only (not durable: lost if the process exits)"
         self.log.error(
-            "execution ledger sink %s is failing (%s: %s); records stay in the journal and are "
-            "retried until it recovers",
+            "execution ledger sink %s is failing (%s: %s); %s and are retried until it recovers",
             type(self.sink).__name__,
             type(exc).__name__,
             exc,
+            where,
             # a sink error says enough; anything else is a bug worth its stack
             exc_info=None if isinstance(exc, SinkError) else exc,
             extra={
@@ -327,7 +331,9 @@ class Shipper:
                 "target": "execution_log",
                 "error_type": type(exc).__name__,
                 "error_msg": str(exc),
-                "journal_bytes": backlog,
+                "journal_bytes": on_disk.bytes,
+                "journal_records": on_disk.records,
+                "memory_records": in_memory,
             },
         )
 
