@@ -119,7 +119,7 @@ BOT = textwrap.dedent(
         dora_otel.record_fill(market="KXBTC-26DEC01-B97000", side="yes", price=0.55, size=1,
                               pnl_delta=0.0, order_id=f"ord-{i}")
         if i % 250 == 0:
-            t.flush(1.0)  # like a bot's idle moments: the shipper catches up until the disk is full
+            t.flush(0.3)  # like a bot's idle moments: the shipper catches up until the disk is full
     t.shutdown(reason="done")
     """
 )
