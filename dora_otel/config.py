@@ -2,7 +2,10 @@
 
 Precedence: arguments to `setup()` win over the environment, which wins over the defaults here.
 A bad *argument* fails early with a `ValueError` naming the parameter and its value; a bad
-*environment* value is logged and the default is used, so a typo in a unit file cannot stop a bot.
+*environment* value is reported (an `EnvProblem`: `setup()` logs one ERROR line naming the variable
+and value) and the default is used, so a typo in a unit file cannot stop a bot. That includes the
+OpenTelemetry SDK's own variables that would make it raise (`otel_batch_settings`,
+`otel_span_limit_overrides`): their valid values are passed to the SDK explicitly.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, NamedTuple
 
 _log = logging.getLogger("dora_otel.config")
 
@@ -37,12 +41,53 @@ DORA_SHUTDOWN_TIMEOUT = "DORA_SHUTDOWN_TIMEOUT"
 DORA_INSTANCE_ID = "DORA_INSTANCE_ID"
 DORA_WATCHDOG_SECONDS = "DORA_WATCHDOG_SECONDS"
 
+# The SDK's batch span / log record processor variables, with the SDK's defaults.
+_BATCH_DEFAULTS = {"MAX_QUEUE_SIZE": 2048, "SCHEDULE_DELAY": 5000, "MAX_EXPORT_BATCH_SIZE": 512}
+_BATCH_ARGS = {"MAX_QUEUE_SIZE": "max_queue_size", "SCHEDULE_DELAY": "schedule_delay_millis",
+               "MAX_EXPORT_BATCH_SIZE": "max_export_batch_size"}
+# SpanLimits argument -> the SDK variable it reads when the argument is None (the SDK raises on a
+# value that is not a non-negative integer).
+_SPAN_LIMIT_VARS = {
+    "max_attributes": "OTEL_ATTRIBUTE_COUNT_LIMIT",
+    "max_events": "OTEL_SPAN_EVENT_COUNT_LIMIT",
+    "max_links": "OTEL_SPAN_LINK_COUNT_LIMIT",
+    "max_span_attributes": "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+    "max_event_attributes": "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT",
+    "max_link_attributes": "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT",
+    "max_attribute_length": "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "max_span_attribute_length": "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+}
+_SPAN_LIMIT_DEFAULTS = {"max_attributes": 128, "max_events": 128, "max_links": 128, "max_span_attributes": 128,
+                        "max_event_attributes": 128, "max_link_attributes": 128,
+                        "max_attribute_length": -1, "max_span_attribute_length": -1}  # -1: SpanLimits.UNSET
+MIN_LEDGER_MAX_BYTES = 4096
+
 ENVS = ("demo", "prod")
 LEDGERS = ("sqlite", "dynamodb", "memory", "off")
 PROTOCOLS = ("grpc", "http/protobuf")
 FSYNC_POLICIES = ("always", "interval", "never")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+
+
+class EnvProblem(NamedTuple):
+    """A bad environment value: the variable, its raw value, what is wrong, and what is used."""
+
+    name: str
+    value: str
+    reason: str
+    using: Any
+
+    def message(self) -> str:
+        return f"ignoring {self.name}={self.value!r}: {self.reason}; using {self.using}"
+
+
+def _report(problem: EnvProblem, problems: list[EnvProblem] | None) -> None:
+    if problems is not None:
+        problems.append(problem)
+    else:
+        _log.error(problem.message(), extra={"event_type": "ERROR", "error_type": "ConfigError",
+                                             "env_var": problem.name, "env_value": problem.value})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,27 +116,32 @@ class Config:
     ledger_sink: Any = None  # an injected Sink object (wins over `ledger`)
 
     @classmethod
-    def resolve(cls, overrides: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
-        """Merge defaults, `environ` and `overrides` (which win). Raises ValueError on a bad override."""
+    def resolve(cls, overrides: Mapping[str, Any], environ: Mapping[str, str] | None = None,
+                problems: list[EnvProblem] | None = None) -> Config:
+        """Merge defaults, `environ` and `overrides` (which win). Raises ValueError on a bad override.
+
+        A bad environment value is appended to `problems` when given (setup() logs them once its
+        logging is installed), else logged as an ERROR line right away; its default is used."""
         environ = os.environ if environ is None else environ
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ValueError(f"setup() got unknown argument(s) {unknown}; known: {sorted(known)}")
         values: dict[str, Any] = {}
-        e = _EnvReader(environ)
+        e = _EnvReader(environ, problems)
         values["service_name"] = e.text(OTEL_SERVICE_NAME, cls.service_name)
         values["env"] = e.choice(DORA_ENV, ENVS, cls.env)
         values["bot_version"] = e.text(BOT_VERSION, None)
         values["container_mode"] = e.flag(CONTAINER_MODE, False)
-        values["data_dir"] = Path(e.text(DORA_DATA_DIR, str(cls.data_dir)))
+        values["data_dir"] = Path(e.text(DORA_DATA_DIR, None) or cls.data_dir)
         values["log_level"] = e.choice(DORA_LOG_LEVEL, ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True)
         values["otlp_endpoint"] = e.text(OTEL_EXPORTER_OTLP_ENDPOINT, None)
         values["otlp_protocol"] = e.choice(OTEL_EXPORTER_OTLP_PROTOCOL, PROTOCOLS, "grpc")
         values["sdk_disabled"] = e.flag(OTEL_SDK_DISABLED, False)
         values["ledger"] = e.choice(DORA_LEDGER, LEDGERS, cls.ledger)
         values["ledger_fsync"] = e.choice(DORA_LEDGER_FSYNC, FSYNC_POLICIES, cls.ledger_fsync)
-        values["ledger_max_bytes"] = e.number(DORA_LEDGER_MAX_BYTES, cls.ledger_max_bytes, int, 1024, None)
+        values["ledger_max_bytes"] = e.number(DORA_LEDGER_MAX_BYTES, cls.ledger_max_bytes, int,
+                                              MIN_LEDGER_MAX_BYTES, None)
         values["ledger_ttl_days"] = e.number(DORA_LEDGER_TTL_DAYS, cls.ledger_ttl_days, int, 30, 90)
         values["strict"] = e.flag(DORA_STRICT, False)
         values["shutdown_timeout_s"] = e.number(DORA_SHUTDOWN_TIMEOUT, cls.shutdown_timeout_s, float, 0.1, 300)
@@ -111,8 +161,9 @@ class Config:
         _check_choice("ledger_fsync", self.ledger_fsync, FSYNC_POLICIES)
         if not 30 <= int(self.ledger_ttl_days) <= 90:
             raise ValueError(f"ledger_ttl_days ({self.ledger_ttl_days}) must be between 30 and 90")
-        if self.ledger_max_bytes < 1024:
-            raise ValueError(f"ledger_max_bytes ({self.ledger_max_bytes}) must be >= 1024")
+        if isinstance(self.ledger_max_bytes, bool) or not isinstance(self.ledger_max_bytes, int) \
+                or self.ledger_max_bytes < MIN_LEDGER_MAX_BYTES:
+            raise ValueError(f"ledger_max_bytes ({self.ledger_max_bytes!r}) must be an int >= {MIN_LEDGER_MAX_BYTES}")
         if self.shutdown_timeout_s <= 0:
             raise ValueError(f"shutdown_timeout_s ({self.shutdown_timeout_s}) must be > 0")
         if not isinstance(self.data_dir, Path):
@@ -124,11 +175,66 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} ({value!r}) must be one of {', '.join(choices)}")
 
 
-class _EnvReader:
-    """Reads one variable at a time; a bad value is logged (once per read) and the default used."""
+def otel_batch_settings(prefix: str, environ: Mapping[str, str] | None = None,
+                        problems: list[EnvProblem] | None = None) -> dict[str, int]:
+    """Explicit `BatchSpanProcessor` / `BatchLogRecordProcessor` arguments (`prefix` "OTEL_BSP_" or
+    "OTEL_BLRP_") from the environment: valid values as given, each bad one (not a positive integer,
+    or a batch size above the queue size, which the SDK answers with ValueError) reported and
+    replaced by the SDK default. Passed explicitly, the SDK does not read the variables itself."""
+    environ = os.environ if environ is None else environ
+    out: dict[str, int] = {}
+    for key, default in _BATCH_DEFAULTS.items():
+        name = prefix + key
+        raw = environ.get(name)
+        out[key] = default
+        if raw is None or not raw.strip():
+            continue
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            _report(EnvProblem(name, raw, "not an integer", default), problems)
+            continue
+        if value <= 0:
+            _report(EnvProblem(name, raw, "must be a positive integer", default), problems)
+            continue
+        out[key] = value
+    if out["MAX_EXPORT_BATCH_SIZE"] > out["MAX_QUEUE_SIZE"]:
+        # The SDK requires batch <= queue: blame the variable(s) that are set; the defaults fit.
+        reason = (f"{prefix}MAX_EXPORT_BATCH_SIZE ({out['MAX_EXPORT_BATCH_SIZE']}) must not exceed "
+                  f"{prefix}MAX_QUEUE_SIZE ({out['MAX_QUEUE_SIZE']})")
+        for key in ("MAX_QUEUE_SIZE", "MAX_EXPORT_BATCH_SIZE"):
+            name = prefix + key
+            if out[key] != _BATCH_DEFAULTS[key]:
+                _report(EnvProblem(name, environ.get(name, ""), reason, _BATCH_DEFAULTS[key]), problems)
+                out[key] = _BATCH_DEFAULTS[key]
+    return {_BATCH_ARGS[key]: value for key, value in out.items()}
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
+
+def otel_span_limit_overrides(environ: Mapping[str, str] | None = None,
+                              problems: list[EnvProblem] | None = None) -> dict[str, int]:
+    """`SpanLimits` arguments replacing the span-limit variables the SDK would raise on (not a
+    non-negative integer), with the SDK defaults; empty when every variable is fine."""
+    environ = os.environ if environ is None else environ
+    out: dict[str, int] = {}
+    for argument, name in _SPAN_LIMIT_VARS.items():
+        raw = environ.get(name)
+        if raw is None or not raw.strip():
+            continue
+        text = raw.strip()
+        if not (text.isdigit() and text.isascii()):
+            default = _SPAN_LIMIT_DEFAULTS[argument]
+            out[argument] = default
+            _report(EnvProblem(name, raw, "must be a non-negative integer",
+                               "no limit" if default < 0 else default), problems)
+    return out
+
+
+class _EnvReader:
+    """Reads one variable at a time; a bad value is reported (see `_report`) and the default used."""
+
+    def __init__(self, environ: Mapping[str, str], problems: list[EnvProblem] | None = None) -> None:
         self._env = environ
+        self._problems = problems
 
     def text(self, name: str, default: str | None) -> str | None:
         value = self._env.get(name, "").strip()
@@ -143,7 +249,7 @@ class _EnvReader:
             return True
         if low in _FALSE:
             return False
-        _log.warning("ignoring %s=%r: expected true or false; using %s", name, raw, default)
+        _report(EnvProblem(name, raw, "expected true or false", default), self._problems)
         return default
 
     def choice(self, name: str, choices: tuple[str, ...], default: str, upper: bool = False) -> str:
@@ -153,7 +259,7 @@ class _EnvReader:
         value = raw.strip().upper() if upper else raw.strip().lower()
         if value in choices:
             return value
-        _log.warning("ignoring %s=%r: expected one of %s; using %s", name, raw, ", ".join(choices), default)
+        _report(EnvProblem(name, raw, f"expected one of {', '.join(choices)}", default), self._problems)
         return default
 
     def number(self, name: str, default: Any, kind: type, low: Any, high: Any) -> Any:
@@ -163,9 +269,10 @@ class _EnvReader:
         try:
             value = kind(raw.strip())
         except ValueError:
-            _log.warning("ignoring %s=%r: not a number; using %s", name, raw, default)
+            _report(EnvProblem(name, raw, "not a number", default), self._problems)
             return default
         if (low is not None and value < low) or (high is not None and value > high):
-            _log.warning("ignoring %s=%r: outside %s..%s; using %s", name, raw, low, high, default)
+            bounds = f">= {low}" if high is None else f"between {low} and {high}"
+            _report(EnvProblem(name, raw, f"must be {bounds}", default), self._problems)
             return default
         return value

@@ -8,7 +8,9 @@ normal interpreter exit. `setup()` twice returns the same handle.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -18,7 +20,13 @@ from typing import Any
 from opentelemetry import trace
 
 from dora_otel import _runtime, identity, logs, tracing
-from dora_otel.config import Config
+from dora_otel.config import (
+    DORA_DATA_DIR,
+    Config,
+    EnvProblem,
+    otel_batch_settings,
+    otel_span_limit_overrides,
+)
 
 _log = logging.getLogger("dora_otel")
 _lock = threading.RLock()
@@ -43,6 +51,7 @@ class Telemetry:
         self._handlers: list[logging.Handler] = []
         self._pipeline: logs.LogPipeline | None = None
         self._saved_root: tuple[int, list[logging.Handler]] | None = None
+        self._saved_otel_propagate = True
         self._saved_sigterm: Any = None
         self._shutdown_lock = threading.Lock()
 
@@ -153,6 +162,7 @@ class Telemetry:
             root.setLevel(level)
             for handler in handlers:
                 root.addHandler(handler)
+            logging.getLogger("opentelemetry").propagate = self._saved_otel_propagate
         try:
             atexit.unregister(self._at_exit)
         except Exception:
@@ -191,76 +201,249 @@ def setup(**overrides: Any) -> Telemetry:
     (arguments win; see config.Config for the names). Returns the `Telemetry` handle.
 
     Calling it again while a handle is active returns that handle unchanged.
-    Raises ValueError naming the argument when an argument is invalid.
+    Raises ValueError naming the argument when an argument is invalid (before anything is changed).
+    Never raises because of the environment: a bad DORA_* / OTEL_* value, or an unusable data
+    directory, is logged as one ERROR line naming it, and a fallback is used (see `_setup`). If
+    anything else fails, the bot's logging configuration is restored before the exception leaves.
     """
     global _current
     with _lock:
         if _current is not None and not _current.closed:
             return _current
-        config = Config.resolve(overrides)
-        bot_version = config.bot_version or identity.resolve_bot_version()
-        attributes = identity.resource_attributes(
-            service_name=config.service_name, env=config.env, bot_version=bot_version,
-            bot_run_id=identity.BOT_RUN_ID, instance_id=identity.resolve_instance_id())
-        telemetry = Telemetry(config, bot_version, attributes)
-        identity_fields = {"service": config.service_name, "env": config.env,
-                           "bot_version": bot_version, "bot_run_id": identity.BOT_RUN_ID}
-        _install_logging(telemetry, config, identity_fields)
-        if config.sdk_disabled:  # OTEL_SDK_DISABLED: JSON lines with decision ids, no spans, no ledger
-            tracer: Any = tracing.IdOnlyTracer()
-        else:
-            provider = tracing.build_provider(
-                resource_attributes=attributes, endpoint=config.otlp_endpoint, protocol=config.otlp_protocol,
-                data_dir=config.data_dir, export_timeout_s=_export_timeout(config))
-            telemetry.tracer_provider = provider
-            _install_global_provider(provider)
-            telemetry.ledger = _start_ledger(config, provider, identity_fields, bot_version)
-            tracer = provider.get_tracer("dora_otel")
-        runtime = _runtime.Runtime(
-            tracer=tracer, strict=config.strict, identity_fields=identity_fields,
-            stats=telemetry.stats, ttl_days=config.ledger_ttl_days)
-        _runtime.ACTIVE = runtime
-        runtime.emit(logging.INFO, "STARTUP", f"{config.service_name} {bot_version} starting (run {identity.BOT_RUN_ID}, env {config.env})", {
-            "bot_version": bot_version, "env": config.env, "ledger": config.ledger if not config.sdk_disabled else "off",
-            "otlp_endpoint": config.otlp_endpoint, "data_dir": str(config.data_dir),
-            "service_instance_id": attributes["service.instance.id"],
-        })
-        if telemetry.ledger is not None:
-            telemetry.ledger.start()
-        if config.watchdog_seconds > 0:
-            runtime.watchdog = _start_watchdog(runtime, config.watchdog_seconds)
-        atexit.register(telemetry._at_exit)
-        if config.install_signal_handlers and threading.current_thread() is threading.main_thread():
-            previous = signal.getsignal(signal.SIGTERM)
-            if previous in (signal.SIG_DFL, None):  # a bot with its own handler keeps it; atexit logs SHUTDOWN
-                telemetry._saved_sigterm = previous if previous is not None else signal.SIG_DFL
-                signal.signal(signal.SIGTERM, telemetry._on_sigterm)
+        problems: list[EnvProblem] = []
+        config = Config.resolve(overrides, problems=problems)
+        saved = _LoggingState.save()
+        try:
+            telemetry = _setup(config, problems, overrides)
+        except BaseException:
+            _abort(saved)
+            raise
         _current = telemetry
         return telemetry
 
 
-def _install_logging(telemetry: Telemetry, config: Config, identity_fields: dict[str, str]) -> None:
+_partial: Any = None  # the handle being built, for _abort
+
+
+def _setup(config: Config, problems: list[EnvProblem], overrides: dict[str, Any]) -> Telemetry:
+    """Build everything. Fallbacks (each announced by one ERROR line): a bad environment value ->
+    its default; an unusable data directory -> JSON lines on stdout only, no spans file, and a
+    memory-only ledger (not durable: records still in memory at exit are counted in
+    `ledger_dropped`); a log file, spans file or ledger that cannot be opened -> that part only."""
+    global _partial
+    bot_version = config.bot_version or identity.resolve_bot_version()
+    attributes = identity.resource_attributes(
+        service_name=config.service_name, env=config.env, bot_version=bot_version,
+        bot_run_id=identity.BOT_RUN_ID, instance_id=identity.resolve_instance_id())
+    telemetry = Telemetry(config, bot_version, attributes)
+    _partial = telemetry
+    identity_fields = {"service": config.service_name, "env": config.env,
+                       "bot_version": bot_version, "bot_run_id": identity.BOT_RUN_ID}
+    batch_span = otel_batch_settings("OTEL_BSP_", problems=problems)
+    batch_log = otel_batch_settings("OTEL_BLRP_", problems=problems) if config.otlp_endpoint else None
+    limits = otel_span_limit_overrides(problems=problems)
+    data_dir_error = _probe_data_dir(config)
+    late_errors = _install_logging(telemetry, config, identity_fields, data_dir_error is None, batch_log)
+    for problem in problems:
+        _log.error(problem.message(), extra={"event_type": "ERROR", "error_type": "ConfigError",
+                                             "env_var": problem.name, "env_value": problem.value})
+    if data_dir_error is not None:
+        _report_data_dir(config, overrides, data_dir_error)
+    for message, exc in late_errors:
+        _log.error(message, exc, extra={"event_type": "ERROR", "error_type": type(exc).__name__,
+                                        "error_msg": str(exc)})
+    if config.sdk_disabled:  # OTEL_SDK_DISABLED: JSON lines with decision ids, no spans, no ledger
+        tracer: Any = tracing.IdOnlyTracer()
+    else:
+        provider = _build_provider(config, attributes, data_dir_error is None, batch_span, limits)
+        telemetry.tracer_provider = provider
+        _install_global_provider(provider)
+        telemetry.ledger = _start_ledger(config, provider, identity_fields, bot_version,
+                                         durable=data_dir_error is None)
+        tracer = provider.get_tracer("dora_otel")
+    runtime = _runtime.Runtime(
+        tracer=tracer, strict=config.strict, identity_fields=identity_fields,
+        stats=telemetry.stats, ttl_days=config.ledger_ttl_days)
+    _runtime.ACTIVE = runtime
+    runtime.emit(logging.INFO, "STARTUP", f"{config.service_name} {bot_version} starting (run {identity.BOT_RUN_ID}, env {config.env})", {
+        "bot_version": bot_version, "env": config.env, "ledger": config.ledger if not config.sdk_disabled else "off",
+        "otlp_endpoint": config.otlp_endpoint, "data_dir": str(config.data_dir),
+        "service_instance_id": attributes["service.instance.id"],
+        "ledger_durable": telemetry.ledger is not None and not telemetry.ledger.memory_only,
+    })
+    if telemetry.ledger is not None:
+        telemetry.ledger.start()
+    if config.watchdog_seconds > 0:
+        runtime.watchdog = _start_watchdog(runtime, config.watchdog_seconds)
+    atexit.register(telemetry._at_exit)
+    if config.install_signal_handlers and threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous in (signal.SIG_DFL, None):  # a bot with its own handler keeps it; atexit logs SHUTDOWN
+            telemetry._saved_sigterm = previous if previous is not None else signal.SIG_DFL
+            signal.signal(signal.SIGTERM, telemetry._on_sigterm)
+    _partial = None
+    return telemetry
+
+
+class _LoggingState:
+    """The parts of the bot's logging configuration setup() changes: the root logger's level and
+    handlers, and the "opentelemetry" logger's propagate flag."""
+
+    def __init__(self, level: int, handlers: list[logging.Handler], otel_propagate: bool) -> None:
+        self.level = level
+        self.handlers = handlers
+        self.otel_propagate = otel_propagate
+
+    @classmethod
+    def save(cls) -> _LoggingState:
+        root = logging.getLogger()
+        return cls(root.level, list(root.handlers), logging.getLogger("opentelemetry").propagate)
+
+    def restore(self) -> None:
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            if handler not in self.handlers:
+                root.removeHandler(handler)
+        for handler in self.handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(self.level)
+        logging.getLogger("opentelemetry").propagate = self.otel_propagate
+
+
+def _abort(saved: _LoggingState) -> None:
+    """setup() failed part-way: stop what was started and give the bot its logging back."""
+    global _partial
+    telemetry, _partial = _partial, None
+    if telemetry is not None:
+        with contextlib.suppress(Exception):
+            if telemetry.ledger is not None:
+                telemetry.ledger.shutdown(0.5)
+        with contextlib.suppress(Exception):
+            if telemetry._pipeline is not None:
+                telemetry._pipeline.stop(0.5)
+        for handler in telemetry._handlers:
+            with contextlib.suppress(Exception):
+                if handler.name != "dora-otel-stdout":
+                    handler.close()
+        for provider in (telemetry.tracer_provider, telemetry.logger_provider):
+            with contextlib.suppress(Exception):
+                if provider is not None:
+                    provider.shutdown()
+        with contextlib.suppress(Exception):
+            atexit.unregister(telemetry._at_exit)
+    if _runtime.ACTIVE is not None and telemetry is not None:
+        _runtime.ACTIVE = None
+    saved.restore()
+
+
+def _probe_data_dir(config: Config) -> OSError | None:
+    """Can files be created in the data directory? Only asked when something would write there."""
+    uses_disk = (not config.container_mode) or (not config.sdk_disabled and (
+        not config.otlp_endpoint or config.ledger != "off" or config.ledger_sink is not None))
+    if not uses_disk:
+        return None
+    probe = config.data_dir / f".dora-otel-probe-{os.getpid()}"
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, b"probe\n")
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+    except OSError as exc:
+        return exc
+    return None
+
+
+def _report_data_dir(config: Config, overrides: dict[str, Any], exc: OSError) -> None:
+    source = "the data_dir argument" if overrides.get("data_dir") is not None else (
+        f"{DORA_DATA_DIR}" if os.environ.get(DORA_DATA_DIR, "").strip() else "the default data directory")
+    ledger = "off"
+    if not config.sdk_disabled and (config.ledger != "off" or config.ledger_sink is not None):
+        ledger = ("records are kept in memory only: NOT durable, counted in ledger_unjournaled, and "
+                  "those not shipped at exit are lost and counted in ledger_dropped")
+    spans = "exported over OTLP" if config.otlp_endpoint else "not kept"
+    _log.error(
+        "data directory %s (%s) is unusable (%s: %s); falling back: JSON lines on the stream only, "
+        "spans %s, execution ledger: %s", str(config.data_dir), source, type(exc).__name__, exc, spans, ledger,
+        extra={"event_type": "ERROR", "error_type": type(exc).__name__, "error_msg": str(exc),
+               "env_var": DORA_DATA_DIR if source == DORA_DATA_DIR else None,
+               "env_value": str(config.data_dir), "ledger_durable": False})
+
+
+def _install_logging(telemetry: Telemetry, config: Config, identity_fields: dict[str, str], disk_ok: bool,
+                     batch_log: dict[str, int] | None) -> list[tuple[str, Exception]]:
+    """Replace the root handlers with our pipeline. Returns the errors to log once it runs."""
+    errors: list[tuple[str, Exception]] = []
     root = logging.getLogger()
     telemetry._saved_root = (root.level, list(root.handlers))
-    for handler in list(root.handlers):  # our JSON lines replace the bot's own formatting
-        root.removeHandler(handler)
+    telemetry._saved_otel_propagate = logging.getLogger("opentelemetry").propagate
     formatter = logs.JsonFormatter(identity_fields)
     handlers = [logs.stream_handler(config.stream if config.stream is not None else sys.stdout, formatter)]
-    if not config.container_mode:
-        handlers.append(logs.file_handler(config.data_dir, formatter))
+    if not config.container_mode and disk_ok:
+        try:
+            handlers.append(logs.file_handler(config.data_dir, formatter))
+        except OSError as exc:
+            message = "cannot open the log file under the data directory (%s); JSON lines go to the stream only"
+            errors.append((message, exc))
     if config.otlp_endpoint and not config.sdk_disabled:
-        telemetry.logger_provider = tracing.build_log_provider(
-            resource_attributes=telemetry.resource_attributes, endpoint=config.otlp_endpoint,
-            protocol=config.otlp_protocol, export_timeout_s=_export_timeout(config))
-        handlers.append(logs.otlp_handler(telemetry.logger_provider))
+        try:
+            telemetry.logger_provider = tracing.build_log_provider(
+                resource_attributes=telemetry.resource_attributes, endpoint=config.otlp_endpoint,
+                protocol=config.otlp_protocol, export_timeout_s=_export_timeout(config), batch_options=batch_log)
+            handlers.append(logs.otlp_handler(telemetry.logger_provider))
+        except Exception as exc:  # the environment (SDK variables) can break it: lines still reach stdout
+            telemetry.logger_provider = None
+            errors.append(("cannot export log records over OTLP (%s); JSON lines go to the stream only", exc))
     pipeline = logs.LogPipeline(handlers)
     pipeline.start()
+    telemetry._pipeline = pipeline
+    for handler in list(root.handlers):  # our JSON lines replace the bot's own formatting
+        root.removeHandler(handler)
     root.addHandler(pipeline.handler)
     root.setLevel(config.log_level)
-    telemetry._pipeline = pipeline
     # The OTel SDK's and exporters' own chatter must not recurse into the OTLP handler endlessly.
     logging.getLogger("opentelemetry").propagate = True
     telemetry._handlers = handlers
+    return errors
+
+
+def _build_provider(config: Config, attributes: dict[str, str], disk_ok: bool, batch_span: dict[str, int],
+                    limits: dict[str, int]) -> Any:
+    from opentelemetry.sdk.trace import SpanLimits
+
+    exporter: Any = None
+    if not config.otlp_endpoint and not disk_ok:
+        exporter = _DiscardingExporter()  # no spans file without a data directory (said in its ERROR)
+    kwargs: dict[str, Any] = {
+        "resource_attributes": attributes, "endpoint": config.otlp_endpoint, "protocol": config.otlp_protocol,
+        "data_dir": config.data_dir, "export_timeout_s": _export_timeout(config), "batch_options": batch_span,
+        "span_limits": SpanLimits(**limits) if limits else None, "exporter": exporter}
+    try:
+        return tracing.build_provider(**kwargs)
+    except Exception as exc:  # e.g. the spans file cannot be opened: keep tracing (the ledger needs spans)
+        _log.error("cannot set up span export (%s: %s); spans are not exported, the execution ledger "
+                   "still records", type(exc).__name__, exc,
+                   extra={"event_type": "ERROR", "error_type": type(exc).__name__, "error_msg": str(exc)})
+        kwargs["exporter"] = _DiscardingExporter()
+        return tracing.build_provider(**kwargs)
+
+
+class _DiscardingExporter:
+    """The span exporter when spans have nowhere to go (no endpoint and no usable data directory)."""
+
+    def export(self, spans: Any) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
 
 
 def _export_timeout(config: Config) -> float:
@@ -279,7 +462,10 @@ def _install_global_provider(provider: Any) -> None:
     _global_provider_installed = True
 
 
-def _start_ledger(config: Config, provider: Any, identity_fields: dict[str, str], bot_version: str) -> Any:
+def _start_ledger(config: Config, provider: Any, identity_fields: dict[str, str], bot_version: str,
+                  durable: bool = True) -> Any:
+    """The Ledger and its span processor. ``durable=False`` (unusable data directory): memory only.
+    A ledger that cannot be built at all is reported in one ERROR line and left off."""
     if config.ledger == "off" and config.ledger_sink is None:
         return None
     from dora_otel.ledger import Ledger
@@ -287,10 +473,17 @@ def _start_ledger(config: Config, provider: Any, identity_fields: dict[str, str]
     from dora_otel.ledger.records import RecordBuilder
     from dora_otel.sinks import make_sink
 
-    sink = config.ledger_sink or make_sink(config.ledger, env=config.env, data_dir=config.data_dir,
-                                           client=config.ledger_client)
-    ledger = Ledger(sink, config.data_dir / "ledger" / "journal", fsync=config.ledger_fsync,
-                    max_journal_bytes=config.ledger_max_bytes)
+    try:
+        sink = config.ledger_sink or make_sink(config.ledger, env=config.env, data_dir=config.data_dir,
+                                               client=config.ledger_client)
+        ledger = Ledger(sink, config.data_dir / "ledger" / "journal", fsync=config.ledger_fsync,
+                        max_journal_bytes=config.ledger_max_bytes, memory_only=not durable)
+    except Exception as exc:
+        _log.error("cannot start the execution ledger (%s: %s); no execution records are kept",
+                   type(exc).__name__, exc,
+                   extra={"event_type": "ERROR", "target": "execution_log", "error_type": type(exc).__name__,
+                          "error_msg": str(exc)})
+        return None
     builder = RecordBuilder(bot_run_id=identity.BOT_RUN_ID, env=config.env, bot_version=bot_version,
                             ttl_days=config.ledger_ttl_days)
     provider.add_span_processor(ExecutionLedgerProcessor(ledger, builder))

@@ -69,12 +69,17 @@ class IdOnlyTracer:
 
 
 def build_provider(*, resource_attributes: dict[str, str], endpoint: str | None, protocol: str,
-                   data_dir: Path, export_timeout_s: float = 10.0) -> TracerProvider:
-    """A TracerProvider with our sampler and the right exporter. Does not install it globally."""
-    provider = TracerProvider(resource=Resource.create(resource_attributes))
+                   data_dir: Path, export_timeout_s: float = 10.0, batch_options: dict[str, Any] | None = None,
+                   span_limits: Any = None, exporter: Any = None) -> TracerProvider:
+    """A TracerProvider with our sampler and the right exporter (or `exporter` when given). Does not
+    install it globally. `batch_options` / `span_limits`: explicit BatchSpanProcessor arguments and
+    SpanLimits (setup() passes validated values, so bad OTEL_BSP_* / limit variables cannot raise)."""
+    provider = TracerProvider(resource=Resource.create(resource_attributes), span_limits=span_limits)
     provider.sampler = ExecutionAwareSampler(provider.sampler)  # tracers read it when created
-    exporter = _exporter(endpoint, protocol, data_dir, export_timeout_s)
-    provider.add_span_processor(BatchSpanProcessor(exporter, export_timeout_millis=export_timeout_s * 1000))
+    if exporter is None:
+        exporter = _exporter(endpoint, protocol, data_dir, export_timeout_s)
+    provider.add_span_processor(BatchSpanProcessor(exporter, export_timeout_millis=export_timeout_s * 1000,
+                                                   **(batch_options or {})))
     return provider
 
 
@@ -93,7 +98,7 @@ def _exporter(endpoint: str | None, protocol: str, data_dir: Path, timeout_s: fl
 
 
 def build_log_provider(*, resource_attributes: dict[str, str], endpoint: str, protocol: str,
-                       export_timeout_s: float = 10.0) -> Any:
+                       export_timeout_s: float = 10.0, batch_options: dict[str, Any] | None = None) -> Any:
     """An OTel LoggerProvider exporting over OTLP (the logs API is still underscore-private)."""
     from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
@@ -107,7 +112,8 @@ def build_log_provider(*, resource_attributes: dict[str, str], endpoint: str, pr
 
         exporter = GrpcLogExporter(endpoint=endpoint, insecure=_insecure(endpoint), timeout=export_timeout_s)
     provider = LoggerProvider(resource=Resource.create(resource_attributes))
-    provider.add_log_record_processor(BatchLogRecordProcessor(exporter, export_timeout_millis=export_timeout_s * 1000))
+    provider.add_log_record_processor(BatchLogRecordProcessor(exporter, export_timeout_millis=export_timeout_s * 1000,
+                                                              **(batch_options or {})))
     return provider
 
 

@@ -30,7 +30,7 @@ from dora_otel.ledger.journal import DROPPED, Journal, PendingSummary, pending_o
 from dora_otel.ledger.shipper import Shipper
 from dora_otel.protocols import Sink
 
-__all__ = ["DEFAULT_CRITICAL_EVENT_TYPES", "Ledger", "PendingSummary", "STATS_KEYS", "pending_on_disk"]
+__all__ = ["DEFAULT_CRITICAL_EVENT_TYPES", "STATS_KEYS", "Ledger", "PendingSummary", "pending_on_disk"]
 
 logger = logging.getLogger("dora_otel.ledger")
 

@@ -58,7 +58,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Batch", "FSYNC_POLICIES", "Journal", "JournalStats", "PendingSummary", "Position", "pending_on_disk"]
+__all__ = ["FSYNC_POLICIES", "Batch", "Journal", "JournalStats", "PendingSummary", "Position", "pending_on_disk"]
 
 FSYNC_POLICIES = ("interval", "always", "never")
 DEAD_LETTER_NAME = "dead-letter.jsonl"
@@ -211,9 +211,13 @@ class Journal:
         offset their progress file records; delete progress files whose segment is gone."""
         names = sorted(p.name for p in self.directory.iterdir())
         for name in names:
-            if name.endswith(PROGRESS_SUFFIX) and _SEGMENT_RE.match(name[: -len(PROGRESS_SUFFIX)]):
-                if not (self.directory / name[: -len(PROGRESS_SUFFIX)]).exists():
-                    (self.directory / name).unlink(missing_ok=True)  # its segment was deleted
+            segment_name = name[: -len(PROGRESS_SUFFIX)]
+            if (
+                name.endswith(PROGRESS_SUFFIX)
+                and _SEGMENT_RE.match(segment_name)
+                and not (self.directory / segment_name).exists()
+            ):
+                (self.directory / name).unlink(missing_ok=True)  # its segment was deleted
         for name in names:
             match = _SEGMENT_RE.match(name)
             if not match:

@@ -27,6 +27,7 @@ def _run(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(HERE / "_crashloop.py"), str(workdir), *args],
         capture_output=True,
+        check=False,
         text=True,
         timeout=60,
         cwd=HERE,
