@@ -9,12 +9,20 @@ Writes are ``INSERT OR REPLACE`` keyed by ``event_id`` (execution records; ``bot
 unique too) and ``decision_id`` (decisions), so a journal replay overwrites and never duplicates.
 Each stored row keeps the whole record as JSON next to the key columns.
 
+Retention: like DynamoDB's TTL on ``expires_at``, rows whose ``expires_at`` (epoch seconds) has
+passed are deleted — by ``write_batch`` itself (so on the ledger's shipper thread), at most once every
+``prune_every_s`` (10 minutes by default), in chunks of ``_PRUNE_CHUNK`` rows through an index on
+``expires_at``, after the batch's own transaction. Freed pages are reused by later inserts, so the
+file stays about as large as the last TTL's worth of records (SQLite does not shrink it without
+VACUUM). ``prune()`` runs it on demand.
+
 Connections are per thread and per process (re-opened after ``fork``). Calls block on disk and on
 the database lock (up to ``timeout_s``), never on the network.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -67,7 +75,12 @@ CREATE TABLE IF NOT EXISTS decision_log (
 CREATE INDEX IF NOT EXISTS decision_log_market_ts ON decision_log (market, decision_ts);
 -- GSI day_ts (decision_day, decision_ts)
 CREATE INDEX IF NOT EXISTS decision_log_day_ts ON decision_log (decision_day, decision_ts);
+-- retention (DynamoDB's TTL attribute): the pruning below finds expired rows through these
+CREATE INDEX IF NOT EXISTS execution_log_expires ON execution_log (expires_at);
+CREATE INDEX IF NOT EXISTS decision_log_expires ON decision_log (expires_at);
 """
+_PRUNE_CHUNK = 5000
+_log = logging.getLogger("dora_otel.ledger")
 
 _INSERT_EXECUTION = (
     "INSERT OR REPLACE INTO execution_log "
@@ -94,6 +107,8 @@ class SQLiteSink:
             standard place.
         max_batch: records per ``write_batch`` (1..25, like DynamoDB).
         timeout_s: how long a call waits for another connection's write lock.
+        prune_every_s: how often ``write_batch`` deletes rows past ``expires_at`` (``None``: never;
+            see the module docstring). ``pruned`` counts the rows deleted.
     """
 
     def __init__(
@@ -102,8 +117,12 @@ class SQLiteSink:
         *,
         max_batch: int = _records.MAX_BATCH,
         timeout_s: float = 5.0,
+        prune_every_s: float | None = 600.0,
     ) -> None:
         self.path = Path(path)
+        self.prune_every_s = prune_every_s
+        self.pruned = 0
+        self._next_prune = 0.0  # monotonic; the first write prunes
         self.max_batch = _records.check_max_batch(max_batch)
         self.timeout_s = timeout_s
         self.query_count = 0
@@ -217,7 +236,37 @@ class SQLiteSink:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise _sink_error(exc, f"writing {len(records)} records to {self.path}") from exc
+            if self.prune_every_s is not None and time.monotonic() >= self._next_prune:
+                self._next_prune = time.monotonic() + self.prune_every_s
+                try:
+                    self.prune()
+                except RetryableSinkError as exc:  # the batch is stored; pruning waits for the next turn
+                    _log.warning("pruning expired ledger rows failed: %s", exc, extra={"event_type": "LOG"})
         return WriteResult(written=len(executions) + len(decisions), failed=failed)
+
+    def prune(self, now: float | None = None) -> int:
+        """Delete rows whose ``expires_at`` is before ``now`` (epoch seconds; default: the current
+        time), in short transactions of at most ``_PRUNE_CHUNK`` rows. Returns the rows deleted.
+        Thread: the shipper (from ``write_batch``) or any caller; blocks on disk and the write lock."""
+        cutoff = int(time.time() if now is None else now)
+        conn = self._connection()
+        deleted = 0
+        try:
+            for table in ("execution_log", "decision_log"):
+                while True:
+                    cursor = conn.execute(
+                        f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "  # noqa: S608 (fixed names)
+                        "WHERE expires_at < ? LIMIT ?)",
+                        (cutoff, _PRUNE_CHUNK),
+                    )
+                    deleted += cursor.rowcount
+                    if cursor.rowcount < _PRUNE_CHUNK:
+                        break
+        except sqlite3.Error as exc:
+            raise _sink_error(exc, f"pruning expired rows of {self.path}") from exc
+        finally:
+            self.pruned += deleted
+        return deleted
 
     def close(self) -> None:
         """Close this process's connections (all threads). Idempotent."""

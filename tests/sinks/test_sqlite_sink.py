@@ -122,3 +122,44 @@ def test_a_locked_database_is_a_retryable_error(tmp_path: Path, ledger_execution
         blocker.close()
     assert sink.write_batch([ledger_execution_record()]).written == 1
     sink.close()
+
+
+def test_rows_past_expires_at_are_pruned_like_dynamodb_ttl(
+    tmp_path: Path, ledger_execution_record: Factory, ledger_decision_record: Factory
+) -> None:
+    """The first write prunes expired rows (execution and decision logs), then at most once per
+    prune_every_s: rows that expire later wait for the next turn, or for prune()."""
+    import time
+
+    now = int(time.time())
+    sink = SQLiteSink(sqlite_path(tmp_path), prune_every_s=3600)
+    old = SQLiteSink(sqlite_path(tmp_path), prune_every_s=None)  # another writer that never prunes
+    expired = [ledger_execution_record(seq=i, expires_at=now - 10) for i in range(30)]
+    old.write_batch(expired[:25])
+    old.write_batch(expired[25:] + [ledger_decision_record(decision_id="d" * 32, expires_at=now - 10)])
+    live = [ledger_execution_record(seq=100 + i, expires_at=now + 86400) for i in range(3)]
+    sink.write_batch(live + [ledger_decision_record(decision_id="e" * 32, expires_at=now + 86400)])
+    with contextlib.closing(sqlite3.connect(sqlite_path(tmp_path))) as conn:
+        assert conn.execute("SELECT count(*) FROM execution_log").fetchone()[0] == 3
+        assert [r[0] for r in conn.execute("SELECT decision_id FROM decision_log")] == ["e" * 32]
+    assert sink.pruned == 31
+    old.write_batch([ledger_execution_record(seq=200, expires_at=now - 10)])
+    sink.write_batch([ledger_execution_record(seq=201, expires_at=now + 86400)])
+    assert sink.pruned == 31  # within the interval: not pruned again
+    assert sink.prune() == 1 and sink.pruned == 32
+    assert sink.prune(now=now + 2 * 86400) == 5  # everything has expired by then
+    sink.close()
+    old.close()
+
+
+def test_pruning_finds_expired_rows_through_an_index(tmp_path: Path, ledger_execution_record: Factory) -> None:
+    sink = SQLiteSink(sqlite_path(tmp_path))
+    sink.write_batch([ledger_execution_record()])
+    with contextlib.closing(sqlite3.connect(sqlite_path(tmp_path))) as conn:
+        for table, index in (("execution_log", "execution_log_expires"), ("decision_log", "decision_log_expires")):
+            plan = " ".join(
+                str(row[-1])
+                for row in conn.execute(f"EXPLAIN QUERY PLAN SELECT rowid FROM {table} WHERE expires_at < 1 LIMIT 5")
+            )
+            assert index in plan, plan
+    sink.close()
