@@ -255,7 +255,7 @@ class SQLiteSink:
             for table in ("execution_log", "decision_log"):
                 while True:
                     cursor = conn.execute(
-                        f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "  # noqa: S608 (fixed names)
+                        f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "  # table names are fixed
                         "WHERE expires_at < ? LIMIT ?)",
                         (cutoff, _PRUNE_CHUNK),
                     )
