@@ -57,9 +57,14 @@ _SPAN_LIMIT_VARS = {
     "max_attribute_length": "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
     "max_span_attribute_length": "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
 }
-_SPAN_LIMIT_DEFAULTS = {"max_attributes": 128, "max_events": 128, "max_links": 128, "max_span_attributes": 128,
-                        "max_event_attributes": 128, "max_link_attributes": 128,
-                        "max_attribute_length": -1, "max_span_attribute_length": -1}  # -1: SpanLimits.UNSET
+# LogRecordLimits argument -> variable (the LoggerProvider behind OTLP log export reads these).
+_LOG_LIMIT_VARS = {
+    "max_attributes": "OTEL_ATTRIBUTE_COUNT_LIMIT",
+    "max_attribute_length": "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "max_log_record_attributes": "OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT",
+    "max_log_record_attribute_length": "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+}
+_LIMIT_COUNT_DEFAULT = 128  # the SDK's default for every count limit; lengths default to no limit (-1: UNSET)
 MIN_LEDGER_MAX_BYTES = 4096
 
 ENVS = ("demo", "prod")
@@ -214,15 +219,26 @@ def otel_span_limit_overrides(environ: Mapping[str, str] | None = None,
                               problems: list[EnvProblem] | None = None) -> dict[str, int]:
     """`SpanLimits` arguments replacing the span-limit variables the SDK would raise on (not a
     non-negative integer), with the SDK defaults; empty when every variable is fine."""
+    return _limit_overrides(_SPAN_LIMIT_VARS, environ, problems)
+
+
+def otel_log_limit_overrides(environ: Mapping[str, str] | None = None,
+                             problems: list[EnvProblem] | None = None) -> dict[str, int]:
+    """The same for `LogRecordLimits` (OTLP log export)."""
+    return _limit_overrides(_LOG_LIMIT_VARS, environ, problems)
+
+
+def _limit_overrides(variables: Mapping[str, str], environ: Mapping[str, str] | None,
+                     problems: list[EnvProblem] | None) -> dict[str, int]:
     environ = os.environ if environ is None else environ
     out: dict[str, int] = {}
-    for argument, name in _SPAN_LIMIT_VARS.items():
+    for argument, name in variables.items():
         raw = environ.get(name)
         if raw is None or not raw.strip():
             continue
         text = raw.strip()
         if not (text.isdigit() and text.isascii()):
-            default = _SPAN_LIMIT_DEFAULTS[argument]
+            default = -1 if argument.endswith("_length") else _LIMIT_COUNT_DEFAULT
             out[argument] = default
             _report(EnvProblem(name, raw, "must be a non-negative integer",
                                "no limit" if default < 0 else default), problems)

@@ -25,6 +25,7 @@ from dora_otel.config import (
     Config,
     EnvProblem,
     otel_batch_settings,
+    otel_log_limit_overrides,
     otel_span_limit_overrides,
 )
 
@@ -240,11 +241,18 @@ def _setup(config: Config, problems: list[EnvProblem], overrides: dict[str, Any]
     identity_fields = {"service": config.service_name, "env": config.env,
                        "bot_version": bot_version, "bot_run_id": identity.BOT_RUN_ID}
     batch_span = otel_batch_settings("OTEL_BSP_", problems=problems)
-    batch_log = otel_batch_settings("OTEL_BLRP_", problems=problems) if config.otlp_endpoint else None
+    otlp_logs = bool(config.otlp_endpoint) and not config.sdk_disabled
+    batch_log = otel_batch_settings("OTEL_BLRP_", problems=problems) if otlp_logs else None
+    log_limits = otel_log_limit_overrides(problems=problems) if otlp_logs else None
     limits = otel_span_limit_overrides(problems=problems)
     data_dir_error = _probe_data_dir(config)
-    late_errors = _install_logging(telemetry, config, identity_fields, data_dir_error is None, batch_log)
+    late_errors = _install_logging(telemetry, config, identity_fields, data_dir_error is None, batch_log,
+                                   log_limits)
+    reported: set[str] = set()
     for problem in problems:
+        if problem.name in reported:  # e.g. OTEL_ATTRIBUTE_COUNT_LIMIT, read for spans and for logs
+            continue
+        reported.add(problem.name)
         _log.error(problem.message(), extra={"event_type": "ERROR", "error_type": "ConfigError",
                                              "env_var": problem.name, "env_value": problem.value})
     if data_dir_error is not None:
@@ -374,7 +382,8 @@ def _report_data_dir(config: Config, overrides: dict[str, Any], exc: OSError) ->
 
 
 def _install_logging(telemetry: Telemetry, config: Config, identity_fields: dict[str, str], disk_ok: bool,
-                     batch_log: dict[str, int] | None) -> list[tuple[str, Exception]]:
+                     batch_log: dict[str, int] | None,
+                     log_limits: dict[str, int] | None = None) -> list[tuple[str, Exception]]:
     """Replace the root handlers with our pipeline. Returns the errors to log once it runs."""
     errors: list[tuple[str, Exception]] = []
     root = logging.getLogger()
@@ -392,7 +401,8 @@ def _install_logging(telemetry: Telemetry, config: Config, identity_fields: dict
         try:
             telemetry.logger_provider = tracing.build_log_provider(
                 resource_attributes=telemetry.resource_attributes, endpoint=config.otlp_endpoint,
-                protocol=config.otlp_protocol, export_timeout_s=_export_timeout(config), batch_options=batch_log)
+                protocol=config.otlp_protocol, export_timeout_s=_export_timeout(config), batch_options=batch_log,
+                log_limits=_log_record_limits(log_limits))
             handlers.append(logs.otlp_handler(telemetry.logger_provider))
         except Exception as exc:  # the environment (SDK variables) can break it: lines still reach stdout
             telemetry.logger_provider = None
@@ -410,6 +420,14 @@ def _install_logging(telemetry: Telemetry, config: Config, identity_fields: dict
     return errors
 
 
+def _log_record_limits(overrides: dict[str, int] | None) -> Any:
+    if not overrides:
+        return None
+    from opentelemetry.sdk._logs import LogRecordLimits
+
+    return LogRecordLimits(**overrides)
+
+
 def _build_provider(config: Config, attributes: dict[str, str], disk_ok: bool, batch_span: dict[str, int],
                     limits: dict[str, int]) -> Any:
     from opentelemetry.sdk.trace import SpanLimits
@@ -423,12 +441,21 @@ def _build_provider(config: Config, attributes: dict[str, str], disk_ok: bool, b
         "span_limits": SpanLimits(**limits) if limits else None, "exporter": exporter}
     try:
         return tracing.build_provider(**kwargs)
-    except Exception as exc:  # e.g. the spans file cannot be opened: keep tracing (the ledger needs spans)
-        _log.error("cannot set up span export (%s: %s); spans are not exported, the execution ledger "
-                   "still records", type(exc).__name__, exc,
+    except Exception as exc:  # the SDK's exporter rejected its environment, or the spans file failed
+        fallback = "not exported"
+        if config.otlp_endpoint and disk_ok:
+            kwargs["endpoint"] = None  # the local spans file instead of the collector
+            fallback = f"written to {tracing.spans_file_path(config.data_dir)} instead"
+        else:
+            kwargs["exporter"] = _DiscardingExporter()
+        _log.error("cannot set up span export (%s: %s); spans are %s (the execution ledger still records)",
+                   type(exc).__name__, exc, fallback,
                    extra={"event_type": "ERROR", "error_type": type(exc).__name__, "error_msg": str(exc)})
-        kwargs["exporter"] = _DiscardingExporter()
-        return tracing.build_provider(**kwargs)
+        try:
+            return tracing.build_provider(**kwargs)
+        except Exception:
+            kwargs["exporter"] = _DiscardingExporter()
+            return tracing.build_provider(**kwargs)
 
 
 class _DiscardingExporter:

@@ -98,7 +98,8 @@ def _exporter(endpoint: str | None, protocol: str, data_dir: Path, timeout_s: fl
 
 
 def build_log_provider(*, resource_attributes: dict[str, str], endpoint: str, protocol: str,
-                       export_timeout_s: float = 10.0, batch_options: dict[str, Any] | None = None) -> Any:
+                       export_timeout_s: float = 10.0, batch_options: dict[str, Any] | None = None,
+                       log_limits: Any = None) -> Any:
     """An OTel LoggerProvider exporting over OTLP (the logs API is still underscore-private)."""
     from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
@@ -111,7 +112,7 @@ def build_log_provider(*, resource_attributes: dict[str, str], endpoint: str, pr
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
 
         exporter = GrpcLogExporter(endpoint=endpoint, insecure=_insecure(endpoint), timeout=export_timeout_s)
-    provider = LoggerProvider(resource=Resource.create(resource_attributes))
+    provider = LoggerProvider(resource=Resource.create(resource_attributes), log_record_limits=log_limits)
     provider.add_log_record_processor(BatchLogRecordProcessor(exporter, export_timeout_millis=export_timeout_s * 1000,
                                                               **(batch_options or {})))
     return provider

@@ -106,15 +106,35 @@ def test_a_bad_environment_value_is_one_error_and_telemetry_keeps_working(
     assert bot_logging.snapshot() == bot_logging.before
 
 
-def test_a_bad_otlp_log_batch_value_is_one_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bot_logging: BotLogging
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("OTEL_BLRP_MAX_QUEUE_SIZE", "1"), ("OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT", "many"),
+     ("OTEL_ATTRIBUTE_COUNT_LIMIT", "x")],  # the last is read for spans and for log records: one ERROR
+)
+def test_a_bad_otlp_log_value_is_one_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bot_logging: BotLogging, name: str, value: str
 ) -> None:
-    monkeypatch.setenv("OTEL_BLRP_MAX_QUEUE_SIZE", "1")
+    monkeypatch.setenv(name, value)
     telemetry, stream = run_bot(tmp_path, otlp_endpoint="http://127.0.0.1:9", otlp_protocol="http/protobuf",
                                 ledger="off", shutdown_timeout_s=0.5)
+    assert telemetry.logger_provider is not None  # OTLP log export still set up
     telemetry.shutdown(reason="test")
-    errors = [line for line in lines_of(stream) if line["level"] == "ERROR" and "env_var" in line]
-    assert [e["env_var"] for e in errors] == ["OTEL_BLRP_MAX_QUEUE_SIZE"]
+    errors = [line for line in lines_of(stream) if line["level"] == "ERROR" and name in line["message"]]
+    assert [(e["env_var"], e["env_value"]) for e in errors] == [(name, value)]
+    assert bot_logging.snapshot() == bot_logging.before
+
+
+def test_an_otlp_exporter_that_rejects_its_environment_falls_back_to_the_spans_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bot_logging: BotLogging
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "bogus")  # the gRPC exporters raise on it
+    telemetry, stream = run_bot(tmp_path, otlp_endpoint="http://127.0.0.1:9", otlp_protocol="grpc",
+                                shutdown_timeout_s=0.5)
+    assert telemetry.flush(10) and telemetry.stats()["shipped"] == 5
+    telemetry.shutdown(reason="test")
+    errors = [line for line in lines_of(stream) if line["level"] == "ERROR"]
+    assert errors and all("OTEL_EXPORTER_OTLP_COMPRESSION" in e["message"] for e in errors)
+    assert (tmp_path / "spans" / "spans.jsonl").stat().st_size > 0
     assert bot_logging.snapshot() == bot_logging.before
 
 
