@@ -62,8 +62,8 @@ def lines_of(stream: io.StringIO) -> list[dict[str, Any]]:
 
 def run_bot(data_dir: Path, **overrides: Any) -> tuple[dora_otel.Telemetry, io.StringIO]:
     stream = io.StringIO()
-    args: dict[str, Any] = dict(stream=stream, data_dir=data_dir, install_signal_handlers=False,
-                                watchdog_seconds=0, shutdown_timeout_s=1.0)
+    args: dict[str, Any] = {"stream": stream, "data_dir": data_dir, "install_signal_handlers": False,
+                            "watchdog_seconds": 0, "shutdown_timeout_s": 1.0}
     args.update(overrides)
     telemetry = dora_otel.setup(**args)
     for i in range(5):
@@ -186,6 +186,22 @@ def test_data_dir_below_a_regular_file_falls_back_to_stdout_and_a_memory_ledger(
         dora_otel.record_fill(market="KXBTC-26DEC01-B97000", side="yes", price=0.5, size=1, pnl_delta=0.0,
                               order_id=f"ord-{i}")
     _check_memory_fallback(telemetry, stream, data_dir, "NotADirectoryError")
+    assert bot_logging.snapshot() == bot_logging.before
+
+
+def test_with_an_unusable_data_dir_a_remote_ledger_still_ships_from_memory(
+    tmp_path: Path, bot_logging: BotLogging
+) -> None:
+    """The memory fallback is only lossy when the sink itself lives in that directory: a sink
+    elsewhere (here the in-process one standing in for DynamoDB) gets every record."""
+    (tmp_path / "file").write_text("x")
+    telemetry, stream = run_bot(tmp_path / "file" / "data", ledger="memory")
+    assert telemetry.flush(10)
+    stats = telemetry.stats()
+    assert stats["shipped"] == 5 and stats["durable"] is False and stats["unjournaled"] == 5
+    telemetry.shutdown(reason="test")
+    shutdown = lines_of(stream)[-1]
+    assert shutdown["ledger_dropped"] == 0 and shutdown["flushed"] is True
     assert bot_logging.snapshot() == bot_logging.before
 
 
