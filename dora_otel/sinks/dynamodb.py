@@ -43,7 +43,7 @@ from dora_otel.protocols import (
 from dora_otel.sinks import _records
 from dora_otel.sinks.tables import table_names
 
-__all__ = ["DynamoDBSink", "create_client", "classify_error"]
+__all__ = ["DynamoDBSink", "classify_error", "create_client"]
 
 # The same context boto3's TypeSerializer uses (boto3/dynamodb/types.py, DYNAMODB_CONTEXT):
 # 38 significant digits, exponent range of DynamoDB numbers, and every loss of precision trapped.
@@ -394,7 +394,7 @@ def _to_wire(record: Mapping[str, Any], path: str, value: Any) -> dict[str, Any]
     )
 
 
-def _number(record: Mapping[str, Any], path: str, value: int | float) -> str:
+def _number(record: Mapping[str, Any], path: str, value: float) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidRecordError(
             f"record field {path!r} is {value!r}; NaN and infinity cannot be stored "
