@@ -459,3 +459,51 @@ def test_a_forked_child_ships_its_own_records(tmp_path: Path, ledger_execution_r
     ledger.append(ledger_execution_record(seq=11, decision_id="f" * 32))
     assert ledger.flush(5)  # the parent's shipper still works
     assert ledger.shutdown(2)
+
+
+class _StopsAfter(FlakySink):
+    """Takes ``batches`` batches, then is down."""
+
+    def __init__(self, batches: int) -> None:
+        super().__init__()
+        self.left = batches
+
+    def write_batch(self, records: Any) -> Any:
+        if self.left <= 0:
+            self.down = True
+        self.left -= 1
+        return super().write_batch(records)
+
+
+def test_pending_on_disk_counts_what_is_not_shipped_and_replay_resumes_there(
+    journal: Path, ledger_execution_record: Factory
+) -> None:
+    """pending_on_disk() reads each segment from its progress offset (the cli's "answers may be
+    incomplete"); the next start replays from there, not from the segment's first line."""
+    from dora_otel.ledger import PendingSummary, pending_on_disk
+
+    records = [ledger_execution_record(seq=i) for i in range(60)]
+    first = Ledger(_StopsAfter(2), journal, **FAST)  # ships 2 batches of 25, then the sink is down
+    first.start()
+    for record in records:
+        first.append(record)
+    wait_for(lambda: first.stats()["shipped"] == 50)
+    assert first.shutdown(0.2) is False
+    pending = pending_on_disk(journal)
+    assert pending.records == 10 == first.stats()["journal_records"]
+    assert pending.oldest_event_ts == records[50]["event_ts"]
+    assert pending.bytes == sum(len(orjson.dumps(r)) + 1 for r in records[50:])
+    second_sink = FlakySink()
+    second = Ledger(second_sink, journal, **FAST)
+    second.start()
+    assert second.flush(10) and second.shutdown(5)
+    assert sorted(second_sink.event_ids()) == sorted(r["event_id"] for r in records[50:])  # not all 60
+    assert pending_on_disk(journal) == PendingSummary(0, 0, None) and os.listdir(journal) == []
+
+
+def test_a_progress_file_without_its_segment_is_removed_at_start(journal: Path, sink: FlakySink) -> None:
+    journal.mkdir(parents=True)
+    orphan = journal / "seg-00000000000000000001-1-abcd.jsonl.shipped"
+    orphan.write_bytes(b"%020d\n" % 10)
+    Ledger(sink, journal, **FAST).shutdown(1)
+    assert not orphan.exists()
