@@ -168,7 +168,8 @@ class Config:
             raise ValueError(f"ledger_ttl_days ({self.ledger_ttl_days}) must be between 30 and 90")
         if isinstance(self.ledger_max_bytes, bool) or not isinstance(self.ledger_max_bytes, int) \
                 or self.ledger_max_bytes < MIN_LEDGER_MAX_BYTES:
-            raise ValueError(f"ledger_max_bytes ({self.ledger_max_bytes!r}) must be an int >= {MIN_LEDGER_MAX_BYTES}")
+            raise ValueError(
+                f"ledger_max_bytes ({self.ledger_max_bytes!r}) must be an int >= {MIN_LEDGER_MAX_BYTES}")
         if self.shutdown_timeout_s <= 0:
             raise ValueError(f"shutdown_timeout_s ({self.shutdown_timeout_s}) must be > 0")
         if not isinstance(self.data_dir, Path):

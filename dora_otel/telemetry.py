@@ -375,7 +375,8 @@ def _report_data_dir(config: Config, overrides: dict[str, Any], exc: OSError) ->
     spans = "exported over OTLP" if config.otlp_endpoint else "not kept"
     _log.error(
         "data directory %s (%s) is unusable (%s: %s); falling back: JSON lines on the stream only, "
-        "spans %s, execution ledger: %s", str(config.data_dir), source, type(exc).__name__, exc, spans, ledger,
+        "spans %s, execution ledger: %s",
+        str(config.data_dir), source, type(exc).__name__, exc, spans, ledger,
         extra={"event_type": "ERROR", "error_type": type(exc).__name__, "error_msg": str(exc),
                "env_var": DORA_DATA_DIR if source == DORA_DATA_DIR else None,
                "env_value": str(config.data_dir), "ledger_durable": False})
@@ -395,14 +396,14 @@ def _install_logging(telemetry: Telemetry, config: Config, identity_fields: dict
         try:
             handlers.append(logs.file_handler(config.data_dir, formatter))
         except OSError as exc:
-            message = "cannot open the log file under the data directory (%s); JSON lines go to the stream only"
+            message = "cannot open the log file under the data directory (%s); lines go to the stream only"
             errors.append((message, exc))
     if config.otlp_endpoint and not config.sdk_disabled:
         try:
             telemetry.logger_provider = tracing.build_log_provider(
                 resource_attributes=telemetry.resource_attributes, endpoint=config.otlp_endpoint,
-                protocol=config.otlp_protocol, export_timeout_s=_export_timeout(config), batch_options=batch_log,
-                log_limits=_log_record_limits(log_limits))
+                protocol=config.otlp_protocol, export_timeout_s=_export_timeout(config),
+                batch_options=batch_log, log_limits=_log_record_limits(log_limits))
             handlers.append(logs.otlp_handler(telemetry.logger_provider))
         except Exception as exc:  # the environment (SDK variables) can break it: lines still reach stdout
             telemetry.logger_provider = None

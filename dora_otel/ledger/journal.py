@@ -58,7 +58,15 @@ from typing import Any
 
 import orjson
 
-__all__ = ["FSYNC_POLICIES", "Batch", "Journal", "JournalStats", "PendingSummary", "Position", "pending_on_disk"]
+__all__ = [
+    "FSYNC_POLICIES",
+    "Batch",
+    "Journal",
+    "JournalStats",
+    "PendingSummary",
+    "Position",
+    "pending_on_disk",
+]
 
 FSYNC_POLICIES = ("interval", "always", "never")
 DEAD_LETTER_NAME = "dead-letter.jsonl"
@@ -577,7 +585,8 @@ class Journal:
         """Seal the active segment, delete fully shipped segments, and let go of the rest (close
         them, releasing their locks) so that the next start — in this process or another —
         replays them. Returns True when nothing was left unshipped. Later appends open a new
-        segment. ``stats()`` keeps counting what was let go of (it is still on disk). Thread: shutdown, after the shipper thread has ended."""
+        segment. ``stats()`` keeps counting what was let go of (it is still on disk).
+        Thread: shutdown, after the shipper thread has ended."""
         if self.fsync != "never":
             self.sync()
         with self._lock:

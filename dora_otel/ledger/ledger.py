@@ -119,15 +119,16 @@ class Ledger:
     ``stats()`` keys: ``enqueued`` (accepted into the journal or the memory queue), ``shipped``
     (records written to the sink by this process, replays included), ``retried`` (sink calls
     repeated after a failure or UnprocessedItems), ``rejected`` (no bot_run_id/decision_id),
-    ``dropped`` (lost: at the journal bound, at the memory queue bound, unserialisable, or held
-    only in memory when ``shutdown`` returned), ``over_bound`` (critical records written past the
-    bound), ``journal_bytes`` (bytes of this journal's segment files on disk), ``journal_records``
-    (records in them not yet shipped), ``oldest_unshipped_age_s`` (0 when caught up; journal and
-    memory), ``memory_records`` (records waiting in memory only), ``failed`` (records the sink can never store,
-    kept in ``dead-letter.jsonl``), ``torn`` (unparseable journal lines skipped), ``replayed``
-    (records from earlier runs shipped), ``unjournaled`` (records that went to the memory queue
-    because the journal failed, not durable), ``errors`` (internal errors in ``append``), ``outage``
-    (bool), ``durable`` (False while records go to memory because the journal cannot be written).
+    ``dropped`` (lost: at the journal bound, at the memory queue bound, unserialisable, or held only
+    in memory when ``shutdown`` returned), ``over_bound`` (critical records written past the bound),
+    ``journal_bytes`` (bytes of this journal's segment files on disk), ``journal_records`` (records
+    in them not yet shipped), ``oldest_unshipped_age_s`` (0 when caught up; journal and memory),
+    ``memory_records`` (records waiting in memory only), ``failed`` (records the sink can never
+    store, kept in ``dead-letter.jsonl``), ``torn`` (unparseable journal lines skipped),
+    ``replayed`` (records from earlier runs shipped), ``unjournaled`` (records that went to the
+    memory queue because the journal failed, not durable), ``errors`` (internal errors in
+    ``append``), ``outage`` (bool), ``durable`` (False while records go to memory because the
+    journal cannot be written).
     """
 
     def __init__(

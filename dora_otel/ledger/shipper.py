@@ -315,7 +315,9 @@ class Shipper:
         self._outage_since = self._first_failure_at
         on_disk = self.journal.stats()
         in_memory = len(self.fallback)
-        where = f"{on_disk.records} records wait in the journal on disk ({on_disk.bytes} bytes of journal files)"
+        where = (
+            f"{on_disk.records} records wait in the journal on disk ({on_disk.bytes} bytes of journal files)"
+        )
         if in_memory:
             where += f" and {in_memory} in memory only (not durable: lost if the process exits)"
         self.log.error(

@@ -254,8 +254,8 @@ class SQLiteSink:
         try:
             for table in ("execution_log", "decision_log"):
                 while True:
-                    cursor = conn.execute(
-                        f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "  # table names are fixed
+                    cursor = conn.execute(  # the table names are ours, not input
+                        f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "
                         "WHERE expires_at < ? LIMIT ?)",
                         (cutoff, _PRUNE_CHUNK),
                     )

@@ -4,8 +4,8 @@ seconds, started as a subprocess.
 ``journal RUN_ID N``: the sink is unavailable; appends N records of run RUN_ID, then kills itself
 (SIGKILL) before anything ships. ``drain K``: the sink is SQLite, and the process kills itself when
 the sink is called for the (K+1)-th batch (a crash in the middle of replaying the backlog); every
-batch the sink receives is appended to ``attempts.jsonl`` first. A drain run that finds nothing left to ship prints
-DRAINED and exits normally.
+batch the sink receives is appended to ``attempts.jsonl`` first. A drain run that finds nothing left
+to ship prints DRAINED and exits normally.
 """
 
 from __future__ import annotations

@@ -484,9 +484,9 @@ def test_pending_on_disk_counts_what_is_not_shipped_and_replay_resumes_there(
 
     records = [ledger_execution_record(seq=i) for i in range(60)]
     first = Ledger(_StopsAfter(2), journal, **FAST)  # ships 2 batches of 25, then the sink is down
-    first.start()
-    for record in records:
+    for record in records:  # all journaled before the shipper starts: full batches
         first.append(record)
+    first.start()
     wait_for(lambda: first.stats()["shipped"] == 50)
     assert first.shutdown(0.2) is False
     pending = pending_on_disk(journal)

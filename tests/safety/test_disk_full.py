@@ -82,7 +82,8 @@ def _mounted_tmpfs(path: Path, options: str) -> Iterator[bool]:
     if os.geteuid() != 0:
         yield False
         return
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, check=False)
+    command = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)]
+    done = subprocess.run(command, capture_output=True, check=False)
     if done.returncode != 0:
         yield False
         return
@@ -161,7 +162,8 @@ def test_disk_full_with_the_default_sqlite_ledger_counts_every_lost_record(small
     assert fields["ledger_journal_bytes"] == segments_bytes
     errors = [line for line in lines if line["level"] == "ERROR" and line.get("target") == "execution_log"]
     assert any("kept in memory only" in line["message"] for line in errors)
-    assert any("lost" in line["message"] and line.get("dropped") == fields["ledger_dropped"] for line in errors)
+    lost = fields["ledger_dropped"]
+    assert any("lost" in line["message"] and line.get("dropped") == lost for line in errors)
 
 
 def test_disk_full_at_the_journal_keeps_records_in_memory_and_counts_those_lost_at_exit(

@@ -144,7 +144,8 @@ def read_only_dir(path: Path) -> Iterator[bool]:
     if os.geteuid() != 0:
         yield False
         return
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)], capture_output=True, check=False)
+    command = ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)]
+    done = subprocess.run(command, capture_output=True, check=False)
     if done.returncode != 0:
         yield False
         return
@@ -160,7 +161,9 @@ def _check_memory_fallback(telemetry: dora_otel.Telemetry, stream: io.StringIO, 
     assert stats["durable"] is False and stats["unjournaled"] == 5
     telemetry.shutdown(reason="test")
     lines = lines_of(stream)
-    data_dir_errors = [line for line in lines if line["level"] == "ERROR" and "data directory" in line["message"]]
+    data_dir_errors = [
+        line for line in lines if line["level"] == "ERROR" and "data directory" in line["message"]
+    ]
     assert len(data_dir_errors) == 1
     error = data_dir_errors[0]
     assert error["error_type"] == expected_error and str(data_dir) in error["message"]
@@ -205,7 +208,9 @@ def test_with_an_unusable_data_dir_a_remote_ledger_still_ships_from_memory(
     assert bot_logging.snapshot() == bot_logging.before
 
 
-def test_read_only_data_dir_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bot_logging: BotLogging) -> None:
+def test_read_only_data_dir_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bot_logging: BotLogging
+) -> None:
     data_dir = tmp_path / "ro"
     with read_only_dir(data_dir) as mounted:
         if not mounted:
