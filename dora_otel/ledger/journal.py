@@ -20,7 +20,8 @@ Layout and lifecycle:
   starts at that offset, so a bot restarting every few seconds (a crash loop) still drains its
   backlog instead of re-shipping the same first records each run. It is not fsynced: after a
   machine crash an older offset only means re-shipping (idempotent). A progress file that does not
-  parse counts as offset 0; one whose segment is gone is deleted at start-up.
+  parse, or whose offset is not just after a newline, counts as offset 0; one whose segment is gone
+  is deleted at start-up.
 * The appender rotates to a new segment when the current one reaches ``segment_bytes`` (or after a
   write error, or when the shipper asks because the segment is fully shipped and idle). A segment
   that is rotated away from and fully shipped is deleted.
@@ -242,6 +243,8 @@ class Journal:
                 continue
             size = os.fstat(fd).st_size
             shipped = min(_read_progress(path), size)
+            if 0 < shipped < size and os.pread(fd, 1, shipped - 1) != b"\n":
+                shipped = 0  # not at a line boundary: a damaged progress file; replay it all
             if size == 0 or shipped >= size:  # empty, or fully shipped before its owner died
                 path.unlink(missing_ok=True)
                 _progress_path(path).unlink(missing_ok=True)
@@ -714,6 +717,8 @@ def pending_on_disk(journal_dir: str | os.PathLike[str]) -> PendingSummary:
             with open(path, "rb") as handle:
                 size = os.fstat(handle.fileno()).st_size
                 start = min(_read_progress(path), size)
+                if 0 < start < size and os.pread(handle.fileno(), 1, start - 1) != b"\n":
+                    start = 0  # a damaged progress file: the next start replays it all
                 lines = _count_lines(handle.fileno(), start, size)
                 first = _first_event_ts(handle.fileno(), start, size) if lines else None
         except OSError:

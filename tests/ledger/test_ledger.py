@@ -507,3 +507,25 @@ def test_a_progress_file_without_its_segment_is_removed_at_start(journal: Path, 
     orphan.write_bytes(b"%020d\n" % 10)
     Ledger(sink, journal, **FAST).shutdown(1)
     assert not orphan.exists()
+
+
+def test_a_damaged_progress_file_means_replaying_the_whole_segment(
+    journal: Path, ledger_execution_record: Factory
+) -> None:
+    """Progress is an optimisation: garbage or an offset inside a line replays from the start."""
+    records = [ledger_execution_record(seq=i) for i in range(10)]
+    for garbage in (b"not a number\n", b"%020d\n" % 7):  # 7: inside the first line
+        down = FlakySink()
+        down.down = True
+        first = Ledger(down, journal, **FAST)
+        for record in records:
+            first.append(record)
+        assert first.shutdown(0.1) is False
+        (segment,) = segments(journal)
+        segment.with_name(segment.name + ".shipped").write_bytes(garbage)
+        sink = FlakySink()
+        second = Ledger(sink, journal, **FAST)
+        second.start()
+        assert second.flush(10) and second.shutdown(5)
+        assert sorted(sink.event_ids()) == sorted(r["event_id"] for r in records)
+        assert second.stats()["torn"] == 0
