@@ -58,9 +58,10 @@ class Telemetry:
 
     # ------------------------------------------------------------------ health
     def stats(self) -> dict[str, Any]:
-        """The ledger's counters (enqueued, shipped, retried, rejected, dropped, journal_bytes,
-        oldest_unshipped_age_s, ...) plus `logs_dropped`, lines dropped because the log queue was
-        full. Cheap; any thread."""
+        """The ledger's counters (enqueued, shipped, retried, rejected, dropped, journal_bytes and
+        journal_records as on disk, oldest_unshipped_age_s, memory_records, durable, ...; see
+        `Ledger`) plus `logs_dropped`, lines dropped because the log queue was full. Cheap; any
+        thread."""
         out: dict[str, Any] = {}
         if self.ledger is not None:
             try:
