@@ -5,7 +5,10 @@ OTLP path (app -> OTLP -> ADOT awscloudwatchlogs exporter, raw_log: false) — t
 ``severity_number``, ``severity_text``, ``dropped_attributes_count``, ``flags``, ``trace_id``,
 ``span_id``, ``attributes``, ``scope``, ``resource``, every one ``omitempty``. The app's OTLP log
 handler puts the line's ``message`` in the body and every other line field except ts, level,
-trace_id and span_id into the record's attributes (../../shared/FACTS.md).
+trace_id and span_id into the record's attributes (../../shared/FACTS.md); the ids travel only in
+the record's own trace_id / span_id, and error_type / error_msg / stack are named as the OTel
+semantic conventions name an exception: exception.type / exception.message / exception.stacktrace
+(dora_otel.logs.otlp_attributes; written out again here so this model is an independent check).
 
 journald path (stdout -> journald -> CloudWatch agent ``logs.logs_collected.journald``) — the agent
 (amazon-cloudwatch-agent translator/translate/otel/pipeline/journald) runs the contrib journald
@@ -24,6 +27,7 @@ from typing import Any, Mapping
 # OTel logs data model: SeverityNumber for the stdlib level names the app writes.
 SEVERITY_NUMBER = {"DEBUG": 5, "INFO": 9, "WARNING": 13, "WARN": 13, "ERROR": 17, "CRITICAL": 21, "FATAL": 21}
 _NOT_ATTRIBUTES = ("ts", "level", "message", "trace_id", "span_id")
+_EXCEPTION = {"error_type": "exception.type", "error_msg": "exception.message", "stack": "exception.stacktrace"}
 
 
 def _attribute_value(value: Any) -> Any:
@@ -37,7 +41,8 @@ def _attribute_value(value: Any) -> Any:
 
 def otlp_record(line: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[str, Any]:
     """The cwLogBody dict for one flat app line (before JSON encoding), zero values omitted."""
-    attributes = {k: _attribute_value(v) for k, v in line.items() if k not in _NOT_ATTRIBUTES and v is not None}
+    attributes = {_EXCEPTION.get(k, k): _attribute_value(v) for k, v in line.items()
+                  if k not in _NOT_ATTRIBUTES and v is not None}
     level = str(line.get("level", "")).upper()
     out: dict[str, Any] = {
         "body": line.get("message"),

@@ -87,7 +87,7 @@ def test_saved_queries_cover_the_definition_of_done():
     assert 'attributes.event_type = "DECISION_MADE"' in text            # 2 find the decision
     assert '"ORDER_PLACE", "ORDER_RESULT"' in text                       # 3 its orders
     assert 'attributes.decision_id = "{{decision_id}}"' in text         # 4 correlate by decision_id
-    assert 'attributes.event_type = "ERROR"' in text and "attributes.stack" in text  # 5 errors with stack
+    assert 'attributes.event_type = "ERROR"' in text and "attributes.exception.stacktrace" in text  # 5 errors with stack
     for name, props in cfn_template.resources(OBS, "AWS::Logs::QueryDefinition"):
         used = {p["Name"] for p in props.get("Parameters", [])}
         assert used == set(re.findall(r"\{\{(\w+)\}\}", props["QueryString"])), name
