@@ -18,6 +18,7 @@ from typing import Any
 from opentelemetry import trace
 
 from dora_otel import _runtime, identity, logs, tracing
+from dora_otel._version import __version__
 from dora_otel.config import Config
 
 _log = logging.getLogger("dora_otel")
@@ -224,6 +225,7 @@ def setup(**overrides: Any) -> Telemetry:
             "bot_version": bot_version, "env": config.env, "ledger": config.ledger if not config.sdk_disabled else "off",
             "otlp_endpoint": config.otlp_endpoint, "data_dir": str(config.data_dir),
             "service_instance_id": attributes["service.instance.id"],
+            "dora_otel_version": __version__,
         })
         if telemetry.ledger is not None:
             telemetry.ledger.start()
