@@ -30,12 +30,12 @@ from dora_otel.execution import heartbeat, record_fill, risk_halt
 from dora_otel.telemetry import Telemetry, current, setup
 
 __all__ = [
-    "__version__",
     "EventType",
     "OrderStatus",
     "Outcome",
     "SchemaError",
     "Telemetry",
+    "__version__",
     "bind",
     "current",
     "decision_cycle",

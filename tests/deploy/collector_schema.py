@@ -14,12 +14,12 @@ pipelines name defined components of the right kind, extensions used by a queue 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
-
-import yaml
+from typing import Any
 
 import cwl_placeholders
+import yaml
 
 DATA = Path(__file__).parent / "data"
 KINDS = ("receivers", "processors", "exporters", "extensions", "connectors")

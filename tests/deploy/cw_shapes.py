@@ -22,7 +22,8 @@ are not addressable as JSON: the journal-path metric filters match them with reg
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 # OTel logs data model: SeverityNumber for the stdlib level names the app writes.
 SEVERITY_NUMBER = {"DEBUG": 5, "INFO": 9, "WARNING": 13, "WARN": 13, "ERROR": 17, "CRITICAL": 21, "FATAL": 21}

@@ -15,7 +15,6 @@ query refers to.
 from __future__ import annotations
 
 import gzip
-import json
 import re
 from pathlib import Path
 from typing import Any

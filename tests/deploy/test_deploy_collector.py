@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import collector_schema as cs
 import pytest
 import yaml
 
-import collector_schema as cs
-
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "collector").glob("*.yaml"))
+RELEASE = "aws-otel-collector v0.49.0 (contrib v0.156.0, core v0.156.0)"
 
 
 def test_both_collector_configs_exist():
@@ -112,7 +112,8 @@ def test_checker_accepts_a_minimal_valid_config():
 
 def test_checker_rejects_a_misspelled_nested_key_and_names_it():
     problems = _problems(GOOD.replace("sending_queue: {storage", "sending_queue: {storrage"))
-    assert any(p.startswith("exporters.awscloudwatchlogs.sending_queue.storrage: unknown key") for p in problems), problems
+    assert any(p.startswith("exporters.awscloudwatchlogs.sending_queue.storrage: unknown key")
+               for p in problems), problems
 
 
 def test_checker_rejects_a_misspelled_key_deep_in_the_receiver():
@@ -124,14 +125,14 @@ def test_checker_rejects_an_unknown_component_and_one_missing_from_adot():
     text = GOOD.replace("  memory_limiter: {check_interval: 1s, limit_mib: 100}",
                         "  memory_limiter: {check_interval: 1s, limit_mib: 100}\n  transform: {}\n  frobnicate: {}")
     problems = _problems(text)
-    assert "processors.transform: not shipped in aws-otel-collector v0.49.0 (contrib v0.156.0, core v0.156.0)" in problems
+    assert f"processors.transform: not shipped in {RELEASE}" in problems
     assert any(p.startswith("processors.frobnicate: unknown processor type") for p in problems), problems
 
 
 def test_checker_rejects_the_removed_logging_exporter():
     text = GOOD.replace("exporters:\n", "exporters:\n  logging: {}\n").replace(
         "exporters: [awscloudwatchlogs]", "exporters: [awscloudwatchlogs, logging]")
-    assert "exporters.logging: not shipped in aws-otel-collector v0.49.0 (contrib v0.156.0, core v0.156.0)" in _problems(text)
+    assert f"exporters.logging: not shipped in {RELEASE}" in _problems(text)
 
 
 def test_checker_rejects_an_emf_only_key_on_the_cloudwatch_logs_exporter():
@@ -176,11 +177,12 @@ def test_checker_rejects_our_config_with_a_deprecated_alias_put_back(config, kin
 
 def test_checker_rejects_a_deprecated_alias_in_a_minimal_config():
     text = GOOD.replace("  memory_limiter: {check_interval: 1s, limit_mib: 100}",
-                        "  memory_limiter: {check_interval: 1s, limit_mib: 100}\n  resourcedetection: {detectors: [env]}"
+                        "  memory_limiter: {check_interval: 1s, limit_mib: 100}\n"
+                        "  resourcedetection: {detectors: [env]}"
                         ).replace("processors: [memory_limiter]", "processors: [memory_limiter, resourcedetection]")
     assert _problems(text) == [
-        "processors.resourcedetection: 'resourcedetection' is a deprecated alias in aws-otel-collector v0.49.0 "
-        "(contrib v0.156.0, core v0.156.0); use 'resource_detection' (the collector warns at start-up)"]
+        f"processors.resourcedetection: 'resourcedetection' is a deprecated alias in {RELEASE}; "
+        "use 'resource_detection' (the collector warns at start-up)"]
 
 
 def test_catalogue_aliases_point_at_shipped_components_and_are_not_shipped_themselves():

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 import collector_schema as cs
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_PATH = REPO / "deploy" / "local" / "compose.yaml"

@@ -18,9 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import moto_stack as ms
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CFN = REPO / "deploy" / "cloudformation"
@@ -95,7 +94,8 @@ def _shape(client: Any, name: str) -> dict[str, Any]:
         "KeySchema": table["KeySchema"],
         "AttributeDefinitions": sorted(table["AttributeDefinitions"], key=lambda a: a["AttributeName"]),
         "GlobalSecondaryIndexes": sorted(({k: g[k] for k in ("IndexName", "KeySchema", "Projection")}
-                                          for g in table.get("GlobalSecondaryIndexes", [])), key=lambda g: g["IndexName"]),
+                                          for g in table.get("GlobalSecondaryIndexes", [])),
+                                         key=lambda g: g["IndexName"]),
         "BillingMode": table.get("BillingModeSummary", {}).get("BillingMode"),
         "TTL": (ttl.get("AttributeName"), ttl.get("TimeToLiveStatus")),
     }
@@ -109,7 +109,7 @@ def test_cloudformation_tables_match_dora_otel_tables_create_on_dynamodb_local(s
     names = create_tables(env, client=local, ttl_days=90)
     try:
         on_moto = moto.client("dynamodb")
-        for mine, theirs in zip(names, table_names("demo")):
+        for mine, theirs in zip(names, table_names("demo"), strict=True):
             want, got = _shape(local, mine), _shape(on_moto, theirs)
             # moto's CloudFormation ignores TimeToLiveSpecification (moto 5.2.5, dynamodb/models/table.py
             # create_from_cloudformation_json): compare TTL with what the template declares instead.
@@ -139,7 +139,8 @@ def _template_tables() -> dict[str, Any]:
 # --- the ledger ships into them and explain answers from them --------------------------------------
 
 def _cli_env(moto: ms.MotoServer) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DORA_", "OTEL_", "AWS_")) and k != "CONTAINER_MODE"}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DORA_", "OTEL_", "AWS_")) and k != "CONTAINER_MODE"}
     env.update(AWS_ENDPOINT_URL_DYNAMODB=moto.endpoint, AWS_REGION=ms.REGION, AWS_EC2_METADATA_DISABLED="true",
                AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", DORA_ENV="demo")
     return env

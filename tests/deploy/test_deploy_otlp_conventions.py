@@ -16,9 +16,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 import otlp_sink
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 

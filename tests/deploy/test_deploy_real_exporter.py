@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-import pytest
-
 import cfn_template
 import cw_alarms
 import cw_filter_pattern as fp
+import pytest
 import real_exporter as rx
+
 from dora_otel.query.aws import decision_insights_query
 
 OBS = cw_alarms.load()

@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 import systemd_verify as sv
 
 REPO = Path(__file__).resolve().parents[2]
