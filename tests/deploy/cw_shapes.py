@@ -27,7 +27,15 @@ from typing import Any
 
 # OTel logs data model: SeverityNumber for the stdlib level names the app writes.
 SEVERITY_NUMBER = {"DEBUG": 5, "INFO": 9, "WARNING": 13, "WARN": 13, "ERROR": 17, "CRITICAL": 21, "FATAL": 21}
-_NOT_ATTRIBUTES = ("ts", "level", "message", "trace_id", "span_id")
+# Not record attributes: the line's own metadata (ts, level -> severity, message -> body, ids -> the
+# record's trace context) and the run identity the formatter adds to every line (service, env,
+# bot_version, bot_run_id: resource attributes on OTLP; logger: the instrumentation scope). A few
+# events (STARTUP, SHUTDOWN) also carry env / bot_version as their own fields; this model, built
+# from the flat line, cannot tell and leaves them out (test_deploy_otlp_conventions compares).
+_NOT_ATTRIBUTES = ("ts", "level", "message", "trace_id", "span_id", "service", "env", "bot_version", "bot_run_id",
+                   "logger")
+# The OTel logging handler's severity text for a stdlib level name.
+_SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 _EXCEPTION = {"error_type": "exception.type", "error_msg": "exception.message", "stack": "exception.stacktrace"}
 
 
@@ -37,7 +45,7 @@ def _attribute_value(value: Any) -> Any:
         return value
     if isinstance(value, list) and all(isinstance(v, (str, bool, int, float)) for v in value):
         return value
-    return json.dumps(value, sort_keys=True)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)  # the app's compact JSON text
 
 
 def otlp_record(line: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[str, Any]:
@@ -48,7 +56,7 @@ def otlp_record(line: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[st
     out: dict[str, Any] = {
         "body": line.get("message"),
         "severity_number": SEVERITY_NUMBER.get(level, 0),
-        "severity_text": level,
+        "severity_text": _SEVERITY_TEXT.get(level, level),
         "flags": 1 if line.get("trace_id") else 0,  # sampled trace context
         "trace_id": line.get("trace_id"),
         "span_id": line.get("span_id"),

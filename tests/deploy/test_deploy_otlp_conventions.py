@@ -42,7 +42,8 @@ def paired(tmp_path_factory) -> list[tuple[dict, dict]]:
     lines = {json.loads(t)["seq"]: json.loads(t) for t in proc.stdout.splitlines() if t.strip()}
     records = {body["attributes"]["seq"]: body for _, body in sink.records()}
     assert set(records) == set(lines)
-    return [(lines[seq], records[seq]) for seq in sorted(lines)]
+    resources = {body["attributes"]["seq"]: resource for resource, body in sink.records()}
+    return [(lines[seq], dict(records[seq], _resource=resources[seq])) for seq in sorted(lines)]
 
 
 def test_trace_context_is_carried_once_by_the_record_not_again_as_attributes(paired):
@@ -112,3 +113,19 @@ def test_explains_cloudwatch_backend_reads_real_records_back_into_the_lines_name
         assert {k: back.get(k) for k in ("error_type", "error_msg", "stack", "trace_id", "span_id")} == {
             k: line.get(k) for k in ("error_type", "error_msg", "stack", "trace_id", "span_id")}
         assert not any(k.startswith("exception.") for k in back)
+
+
+def test_the_deploy_tests_model_of_an_otlp_event_is_what_the_app_really_exports(paired):
+    # cw_shapes builds CloudWatch events from JSON lines for the alarm tests; it must agree with the
+    # app's real OTLP records (through otlp_sink's exporter conversion), or those tests test a fiction.
+    import cw_shapes
+
+    wrong = []
+    for line, rec in paired:
+        real = {k: v for k, v in rec.items() if k != "_resource"}
+        model = cw_shapes.otlp_record(line, rec["_resource"])
+        if line["event_type"] in ("STARTUP", "SHUTDOWN"):  # their own env / bot_version fields (see cw_shapes)
+            real["attributes"] = {k: v for k, v in real["attributes"].items() if k not in ("env", "bot_version")}
+        if model != real:
+            wrong.append((line["seq"], line["event_type"], model, real))
+    assert not wrong, wrong[:2]
