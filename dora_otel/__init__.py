@@ -21,6 +21,7 @@ mirrored into a durable ledger (SQLite by default, DynamoDB in production).
 Only the names in `__all__` are public; everything else may change.
 """
 
+from dora_otel._version import __version__
 from dora_otel.context import bind
 from dora_otel.decorators import decision_cycle, order_cancel, order_place
 from dora_otel.events import EventType, OrderStatus, SchemaError
@@ -34,6 +35,7 @@ __all__ = [
     "Outcome",
     "SchemaError",
     "Telemetry",
+    "__version__",
     "bind",
     "current",
     "decision_cycle",

@@ -9,6 +9,8 @@ import argparse
 import sys
 from typing import Sequence
 
+from dora_otel._version import __version__
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -32,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Configuration comes from the environment (DORA_ENV, DORA_LEDGER, DORA_DATA_DIR, "
                "OTEL_EXPORTER_OTLP_ENDPOINT, AWS_REGION, ...); see README.md.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run a simulated market-making bot on a paper exchange with seeded faults",

@@ -13,8 +13,8 @@ import socket
 import string
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 _ALPHABET = string.ascii_lowercase + string.digits
 # cloud-init writes the EC2 instance id here; reading a file keeps start-up free of network calls.

@@ -237,6 +237,37 @@ def _attribute_value(value: Any) -> Any:
     return dumps_line({"v": _clean(value)})[5:-1]  # JSON text of the value
 
 
+# --- otlp attribute mapping (owned by the `eco` helper: deployment conventions) ----------------------
+# OpenTelemetry semantic conventions, "Exceptions" on log records: exception.type / exception.message /
+# exception.stacktrace. The JSON lines keep the plan's names (error_type, error_msg, stack).
+OTLP_RENAMED = {"error_type": "exception.type", "error_msg": "exception.message", "stack": "exception.stacktrace"}
+_HEX = frozenset("0123456789abcdef")
+
+
+def _valid_id(value: Any, length: int) -> bool:
+    return (type(value) is str and len(value) == length and value.strip("0") != ""
+            and _HEX.issuperset(value))
+
+
+def otlp_attributes(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The OTLP log-record attributes for a line's (already converted and scrubbed) event fields.
+
+    - `trace_id` / `span_id` are dropped when both are valid ids: the record carries them in its own
+      trace_id / span_id fields (the exporter writes them at the top level), so repeating them as
+      attributes only doubles them. Malformed values stay as attributes rather than vanish.
+    - `error_type` / `error_msg` / `stack` become `exception.type` / `exception.message` /
+      `exception.stacktrace`, whichever are present (a watchdog's ERROR has a type but no stack).
+    Pure; runs on the log pipeline's writer thread.
+    """
+    drop_ids = _valid_id(flat.get("trace_id"), 32) and _valid_id(flat.get("span_id"), 16)
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if drop_ids and key in ("trace_id", "span_id"):
+            continue
+        out[OTLP_RENAMED.get(key, key)] = value
+    return out
+
+
 def otlp_handler(logger_provider: Any) -> logging.Handler:
     """opentelemetry-instrumentation-logging's handler, fed flat underscore-named attributes.
 
@@ -256,6 +287,7 @@ def otlp_handler(logger_provider: Any) -> logging.Handler:
                 for key in ("error_msg", "stack"):
                     if type(flat.get(key)) is str:
                         flat[key] = redact(flat[key])
+                flat = otlp_attributes(flat)
                 copy = logging.makeLogRecord({
                     "name": record.name, "levelno": record.levelno, "levelname": record.levelname,
                     "msg": message, "args": None, "created": record.created, "msecs": record.msecs,

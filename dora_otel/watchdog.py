@@ -26,7 +26,8 @@ import collections
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["TERMINAL_STATUSES", "Watchdog"]
 
@@ -35,7 +36,7 @@ _internal = logging.getLogger("dora_otel.internal")
 
 
 class _Pending:
-    __slots__ = ("decision_id", "slot", "client_order_id", "market", "started")
+    __slots__ = ("client_order_id", "decision_id", "market", "slot", "started")
 
     def __init__(self, decision_id: str, slot: Any, client_order_id: Any, market: Any, started: float) -> None:
         self.decision_id = decision_id

@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from dora_otel.logs import OTLP_RENAMED
 from dora_otel.protocols import LedgerReader
 from dora_otel.query.sources import LogLines, LogsUnavailable, Region, describe_reader, merge_regions, unique_lines
 
@@ -38,6 +39,8 @@ _MAX_QUERY_CHARS = 9_000  # Insights takes 10,000 characters of query text
 _TERMINAL = {"Complete", "Failed", "Cancelled", "Timeout", "Unknown"}
 _STRUCTURED = ("targets", "mismatches", "slots", "client_order_ids")
 INGESTION_LAG = timedelta(minutes=5)
+# exception.type / .message / .stacktrace on the OTLP path -> the lines' error_type / error_msg / stack.
+_LINE_NAME = {otlp: line for line, otlp in OTLP_RENAMED.items()}
 
 
 def log_group(env: str) -> str:
@@ -52,7 +55,7 @@ def decision_insights_query(decision_id: str) -> str:
         "       attributes.client_order_id as client_order_id, attributes.side as side,\n"
         "       attributes.price as price, attributes.size as size, attributes.status as status,\n"
         "       attributes.order_id as order_id, attributes.latency_ms as latency_ms,\n"
-        "       attributes.error_msg as error_msg, attributes.seq as seq, body\n"
+        "       attributes.exception.message as error_msg, attributes.seq as seq, body\n"
         f'| filter attributes.decision_id = "{decision_id}"\n'
         "| sort @timestamp asc\n"
         "| limit 10000"
@@ -89,6 +92,7 @@ def line_from_event(message: str, timestamp: str | None = None, stream: str | No
         return event
     line: dict[str, Any] = {}
     for key, value in (event.get("attributes") or {}).items():
+        key = _LINE_NAME.get(key, key)
         if key in _STRUCTURED and isinstance(value, str) and value[:1] in "[{":
             try:
                 value = orjson.loads(value)

@@ -6,6 +6,7 @@ returns problems as sentences that name the key path, e.g.
 ``exporters.awscloudwatchlogs.sending_queue.storrage: unknown key (accepted: ...)``.
 
 Besides keys it checks what the collector itself refuses at start-up and what we rely on:
+component names that are deprecated aliases in the release (catalogue `deprecated_aliases`),
 pipelines name defined components of the right kind, extensions used by a queue are enabled,
 `${env:NAME}` references are well formed, CloudWatch Logs name placeholders are valid.
 """
@@ -13,12 +14,12 @@ pipelines name defined components of the right kind, extensions used by a queue 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
-
-import yaml
+from typing import Any
 
 import cwl_placeholders
+import yaml
 
 DATA = Path(__file__).parent / "data"
 KINDS = ("receivers", "processors", "exporters", "extensions", "connectors")
@@ -122,6 +123,10 @@ def check_component(kind: str, component_id: str, body: Any, catalogue: dict[str
     path = f"{kind}.{component_id}"
     ctype = component_type(component_id)
     shipped = catalogue["components"].get(kind, {}) or {}
+    current = ((catalogue.get("deprecated_aliases") or {}).get(kind) or {}).get(ctype)
+    if current is not None:
+        return [f"{path}: {ctype!r} is a deprecated alias in {catalogue['release']}; "
+                f"use {current!r} (the collector warns at start-up)"]
     if ctype not in shipped:
         missing = (catalogue.get("not_in_release", {}) or {}).get(kind, [])
         why = (f"not shipped in {catalogue['release']}" if ctype in missing

@@ -8,9 +8,9 @@ alarms; `Alarm.value()` computes an alarm's metric-math expression from per-metr
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import cfn_template
 import cw_filter_pattern

@@ -27,8 +27,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 _MISSING = object()
 _REGEX_ALLOWED = re.compile(r"^[A-Za-z0-9_#=@/;,\-\^$?\[\]{}|\\*+.]*$")

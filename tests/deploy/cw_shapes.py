@@ -5,7 +5,10 @@ OTLP path (app -> OTLP -> ADOT awscloudwatchlogs exporter, raw_log: false) — t
 ``severity_number``, ``severity_text``, ``dropped_attributes_count``, ``flags``, ``trace_id``,
 ``span_id``, ``attributes``, ``scope``, ``resource``, every one ``omitempty``. The app's OTLP log
 handler puts the line's ``message`` in the body and every other line field except ts, level,
-trace_id and span_id into the record's attributes (../../shared/FACTS.md).
+trace_id and span_id into the record's attributes (../../shared/FACTS.md); the ids travel only in
+the record's own trace_id / span_id, and error_type / error_msg / stack are named as the OTel
+semantic conventions name an exception: exception.type / exception.message / exception.stacktrace
+(dora_otel.logs.otlp_attributes; written out again here so this model is an independent check).
 
 journald path (stdout -> journald -> CloudWatch agent ``logs.logs_collected.journald``) — the agent
 (amazon-cloudwatch-agent translator/translate/otel/pipeline/journald) runs the contrib journald
@@ -19,11 +22,21 @@ are not addressable as JSON: the journal-path metric filters match them with reg
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 # OTel logs data model: SeverityNumber for the stdlib level names the app writes.
 SEVERITY_NUMBER = {"DEBUG": 5, "INFO": 9, "WARNING": 13, "WARN": 13, "ERROR": 17, "CRITICAL": 21, "FATAL": 21}
-_NOT_ATTRIBUTES = ("ts", "level", "message", "trace_id", "span_id")
+# Not record attributes: the line's own metadata (ts, level -> severity, message -> body, ids -> the
+# record's trace context) and the run identity the formatter adds to every line (service, env,
+# bot_version, bot_run_id: resource attributes on OTLP; logger: the instrumentation scope). A few
+# events (STARTUP, SHUTDOWN) also carry env / bot_version as their own fields; this model, built
+# from the flat line, cannot tell and leaves them out (test_deploy_otlp_conventions compares).
+_NOT_ATTRIBUTES = ("ts", "level", "message", "trace_id", "span_id", "service", "env", "bot_version", "bot_run_id",
+                   "logger")
+# The OTel logging handler's severity text for a stdlib level name.
+_SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+_EXCEPTION = {"error_type": "exception.type", "error_msg": "exception.message", "stack": "exception.stacktrace"}
 
 
 def _attribute_value(value: Any) -> Any:
@@ -32,17 +45,18 @@ def _attribute_value(value: Any) -> Any:
         return value
     if isinstance(value, list) and all(isinstance(v, (str, bool, int, float)) for v in value):
         return value
-    return json.dumps(value, sort_keys=True)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)  # the app's compact JSON text
 
 
 def otlp_record(line: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[str, Any]:
     """The cwLogBody dict for one flat app line (before JSON encoding), zero values omitted."""
-    attributes = {k: _attribute_value(v) for k, v in line.items() if k not in _NOT_ATTRIBUTES and v is not None}
+    attributes = {_EXCEPTION.get(k, k): _attribute_value(v) for k, v in line.items()
+                  if k not in _NOT_ATTRIBUTES and v is not None}
     level = str(line.get("level", "")).upper()
     out: dict[str, Any] = {
         "body": line.get("message"),
         "severity_number": SEVERITY_NUMBER.get(level, 0),
-        "severity_text": level,
+        "severity_text": _SEVERITY_TEXT.get(level, level),
         "flags": 1 if line.get("trace_id") else 0,  # sampled trace context
         "trace_id": line.get("trace_id"),
         "span_id": line.get("span_id"),

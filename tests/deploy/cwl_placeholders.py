@@ -17,7 +17,8 @@ compute the stream a set of resource attributes lands in:
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 PATTERN_KEY_TO_ATTRIBUTE: dict[str, str] = {
     "ClusterName": "aws.ecs.cluster.name",

@@ -75,7 +75,8 @@ def exposure(root: Path, unit_name: str) -> float:
                           capture_output=True, text=True, timeout=60, check=False)
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", proc.stdout + proc.stderr)
     if match is None:
-        raise VerifyError(f"systemd-analyze security printed no score (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+        raise VerifyError(f"systemd-analyze security printed no score (exit {proc.returncode}):\n"
+                          f"{proc.stdout}{proc.stderr}")
     return float(match.group(1))
 
 

@@ -9,9 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import cfn_template
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CFN = REPO / "deploy" / "cloudformation"
@@ -58,7 +57,8 @@ OBS = cfn_template.load(CFN / "observability.yaml")
 
 
 def test_log_groups_are_per_env_with_14_day_retention():
-    groups = {cfn_template.sub_text(p["LogGroupName"]): p for _, p in cfn_template.resources(OBS, "AWS::Logs::LogGroup")}
+    groups = {cfn_template.sub_text(p["LogGroupName"]): p
+              for _, p in cfn_template.resources(OBS, "AWS::Logs::LogGroup")}
     assert set(groups) == {"/dora-bot/${Env}/app", "/dora-bot/${Env}/journal"}
     assert {p["RetentionInDays"] for p in groups.values()} == {14}
 
@@ -69,7 +69,8 @@ def test_parameters_are_env_and_alarm_email():
 
 
 def test_alarms_notify_sns_and_risk_halt_goes_to_the_critical_topic():
-    alarms = {cfn_template.sub_text(p["AlarmName"]): p for _, p in cfn_template.resources(OBS, "AWS::CloudWatch::Alarm")}
+    alarms = {cfn_template.sub_text(p["AlarmName"]): p
+              for _, p in cfn_template.resources(OBS, "AWS::CloudWatch::Alarm")}
     assert set(alarms) == {"dora-bot-errors-${Env}", "dora-bot-order-failures-${Env}", "dora-bot-risk-halt-${Env}"}
     assert alarms["dora-bot-risk-halt-${Env}"]["AlarmActions"] == [{"Ref": "CriticalAlarmTopic"}]
     assert alarms["dora-bot-errors-${Env}"]["AlarmActions"] == [{"Ref": "AlarmTopic"}]
@@ -87,7 +88,8 @@ def test_saved_queries_cover_the_definition_of_done():
     assert 'attributes.event_type = "DECISION_MADE"' in text            # 2 find the decision
     assert '"ORDER_PLACE", "ORDER_RESULT"' in text                       # 3 its orders
     assert 'attributes.decision_id = "{{decision_id}}"' in text         # 4 correlate by decision_id
-    assert 'attributes.event_type = "ERROR"' in text and "attributes.stack" in text  # 5 errors with stack
+    # 5 errors with stack
+    assert 'attributes.event_type = "ERROR"' in text and "attributes.exception.stacktrace" in text
     for name, props in cfn_template.resources(OBS, "AWS::Logs::QueryDefinition"):
         used = {p["Name"] for p in props.get("Parameters", [])}
         assert used == set(re.findall(r"\{\{(\w+)\}\}", props["QueryString"])), name
@@ -145,10 +147,10 @@ def agent_config_problems(cfg: dict) -> list[str]:
             problems.append(f"{key}: unknown top-level section")
     journald = cfg.get("logs", {}).get("logs_collected", {}).get("journald")
     if not isinstance(journald, dict) or set(journald) != {"collect_list"}:
-        return problems + ["logs.logs_collected.journald: must hold exactly collect_list"]
+        return [*problems, "logs.logs_collected.journald: must hold exactly collect_list"]
     entries = journald["collect_list"]
     if not isinstance(entries, list) or not entries:
-        return problems + ["logs.logs_collected.journald.collect_list: must be a non-empty list"]
+        return [*problems, "logs.logs_collected.journald.collect_list: must be a non-empty list"]
     for i, entry in enumerate(entries):
         for key in entry:
             if key not in JOURNALD_ENTRY_KEYS:
@@ -210,7 +212,8 @@ def test_ledger_tables_match_the_definitions_dora_otel_creates_itself(env):
     from dora_otel.sinks.tables import TTL_DAYS_TAG, table_definitions
 
     for want in table_definitions(env):
-        (got,) = [t for name, t in TABLES.items() if cfn_template.render({"Fn::Sub": name}, {"Env": env}) == want["TableName"]]
+        (got,) = [t for name, t in TABLES.items()
+                  if cfn_template.render({"Fn::Sub": name}, {"Env": env}) == want["TableName"]]
         assert got["KeySchema"] == want["KeySchema"]
         assert sorted(got["AttributeDefinitions"], key=str) == sorted(want["AttributeDefinitions"], key=str)
         assert got["GlobalSecondaryIndexes"] == want["GlobalSecondaryIndexes"]

@@ -20,10 +20,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import cw_alarms
 import cw_shapes
+import pytest
+
 from dora_otel import identity
 
 OBS = cw_alarms.load()

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 import cfn_template
 import iam_check
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 IAM_DIR = REPO / "deploy" / "iam"
@@ -105,8 +104,10 @@ def test_cloudformation_inline_policies_are_least_privilege_too():
 
 @pytest.mark.parametrize("statement, expected", [
     ({"Effect": "Allow", "Action": "*", "Resource": "*"}, "wildcard action '*'"),
-    ({"Effect": "Allow", "Action": ["logs:*"], "Resource": ["arn:aws:logs:r:a:log-group:/x:*"]}, "wildcard action 'logs:*'"),
-    ({"Effect": "Allow", "Action": ["dynamodb:Get*"], "Resource": ["arn:aws:dynamodb:r:a:table/t"]}, "wildcard action 'dynamodb:Get*'"),
+    ({"Effect": "Allow", "Action": ["logs:*"], "Resource": ["arn:aws:logs:r:a:log-group:/x:*"]},
+     "wildcard action 'logs:*'"),
+    ({"Effect": "Allow", "Action": ["dynamodb:Get*"], "Resource": ["arn:aws:dynamodb:r:a:table/t"]},
+     "wildcard action 'dynamodb:Get*'"),
     ({"Effect": "Allow", "Action": ["dynamodb:PutItem"], "Resource": "*"}, 'Resource "*" for dynamodb:PutItem'),
     ({"Effect": "Allow", "NotAction": ["iam:*"], "Resource": "*"}, "NotAction grants everything"),
     ({"Effect": "Deny", "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::b/*"]}, "Effect must be Allow"),
@@ -117,5 +118,6 @@ def test_checker_rejects_a_broad_statement(statement, expected):
 
 
 def test_checker_rejects_an_old_policy_version():
-    doc = {"Version": "2008-10-17", "Statement": [{"Effect": "Allow", "Action": "xray:PutTraceSegments", "Resource": "*"}]}
+    doc = {"Version": "2008-10-17",
+           "Statement": [{"Effect": "Allow", "Action": "xray:PutTraceSegments", "Resource": "*"}]}
     assert iam_check.problems(doc) == ["Version: must be 2012-10-17, got '2008-10-17'"]

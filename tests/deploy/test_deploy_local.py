@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 import collector_schema as cs
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_PATH = REPO / "deploy" / "local" / "compose.yaml"
@@ -41,7 +40,7 @@ def test_otlp_ports_reach_the_collector_and_the_ui_reaches_jaeger_on_loopback_on
 
 def test_the_collector_forwards_to_the_jaeger_service_by_name():
     cfg = cs.load_config(REPO / "collector" / "config-local.yaml")
-    host, port = cfg["exporters"]["otlp/jaeger"]["endpoint"].split(":")
+    host, port = cfg["exporters"]["otlp_grpc/jaeger"]["endpoint"].split(":")
     assert host in COMPOSE["services"] and port in COMPOSE["services"]["jaeger"]["expose"]
 
 

@@ -11,12 +11,11 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-import yaml
-
 import cw_alarms
 import cw_filter_pattern as fp
 import cw_shapes
+import pytest
+import yaml
 
 DATA = Path(__file__).resolve().parent / "data"
 FIXTURES = yaml.safe_load((DATA / "app_lines.yaml").read_text(encoding="utf-8"))
@@ -39,7 +38,8 @@ def _counted_by(alarm: str, path: str, event: str) -> bool:
 def test_the_three_alarms_exist_with_the_agreed_thresholds():
     assert set(OBS.alarms) == set(ALARMS)
     assert (OBS.alarms["errors"].comparison, OBS.alarms["errors"].threshold) == ("GreaterThanThreshold", 0)
-    assert (OBS.alarms["order-failures"].comparison, OBS.alarms["order-failures"].threshold) == ("GreaterThanThreshold", 3)
+    failures = OBS.alarms["order-failures"]
+    assert (failures.comparison, failures.threshold) == ("GreaterThanThreshold", 3)
     assert (OBS.alarms["risk-halt"].comparison, OBS.alarms["risk-halt"].threshold) == ("GreaterThanThreshold", 0)
     assert {a.treat_missing for a in OBS.alarms.values()} == {"notBreaching"}
 

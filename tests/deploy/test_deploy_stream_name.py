@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 import collector_schema as cs
 import cwl_placeholders as ph
+import pytest
+
 from dora_otel import identity
 
 REPO = Path(__file__).resolve().parents[2]

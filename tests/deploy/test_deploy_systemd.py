@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
-
 import systemd_verify as sv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -123,3 +125,35 @@ def test_env_example_sets_the_documented_variables_and_nothing_the_units_own():
     assert {"BOT_VERSION", "AWS_REGION"} <= set(env)
     # EnvironmentFile= values override Environment=: these must stay in the units.
     assert not {"CONTAINER_MODE", "DORA_DATA_DIR", "AWS_PROFILE"} & set(env)
+
+
+# --- the collector refuses to start without a valid DORA_ENV --------------------------------------
+
+def _collector_env_guard() -> list[str]:
+    """The drop-in's ExecStartPre as the argv systemd would run ($$ is systemd's escape for $)."""
+    (line,) = sv.settings((DEPLOY / "aws-otel-collector.service.d" / "10-dora.conf").read_text(
+        encoding="utf-8"))["ExecStartPre"]
+    return shlex.split(line.replace("$$", "$"))
+
+
+@pytest.mark.parametrize("value", [None, "", "staging", "prod "])
+def test_collector_env_guard_refuses_an_unset_empty_or_unknown_dora_env(value):
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    if value is not None:
+        env["DORA_ENV"] = value
+    proc = subprocess.run(_collector_env_guard(), env=env, capture_output=True, text=True, timeout=10, check=False)
+    assert proc.returncode != 0
+    assert f"DORA_ENV must be demo or prod, got [{value or ''}]" in proc.stderr
+
+
+@pytest.mark.parametrize("value", ["demo", "prod"])
+def test_collector_env_guard_lets_demo_and_prod_start(value):
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "DORA_ENV": value}
+    proc = subprocess.run(_collector_env_guard(), env=env, capture_output=True, text=True, timeout=10, check=False)
+    assert (proc.returncode, proc.stderr) == (0, "")
+
+
+def test_collector_env_guard_runs_before_the_collector_and_the_unit_sets_a_valid_env():
+    s = sv.settings((DEPLOY / "aws-otel-collector.service.d" / "10-dora.conf").read_text(encoding="utf-8"))
+    assert s["ExecStartPre"][0].startswith("/bin/sh -c ")
+    assert s["Environment"] == ["DORA_ENV=prod"]
