@@ -279,7 +279,7 @@ def _setup(config: Config, problems: list[EnvProblem], overrides: dict[str, Any]
         "bot_version": bot_version, "env": config.env, "ledger": config.ledger if not config.sdk_disabled else "off",
         "otlp_endpoint": config.otlp_endpoint, "data_dir": str(config.data_dir),
         "service_instance_id": attributes["service.instance.id"],
-            "dora_otel_version": __version__,
+        "dora_otel_version": __version__,
         "ledger_durable": telemetry.ledger is not None and not telemetry.ledger.memory_only,
     })
     if telemetry.ledger is not None:
