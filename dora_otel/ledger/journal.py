@@ -547,3 +547,41 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# lead merges with ledger's version
+@dataclasses.dataclass(frozen=True)
+class PendingSummary:
+    """Records on disk not yet shipped: count, bytes, and the oldest record's event time."""
+
+    records: int
+    bytes: int
+    oldest_event_ts: str | None
+
+
+def pending_on_disk(journal_dir: str | os.PathLike[str]) -> PendingSummary:
+    """Count the records in the live ``seg-*.jsonl`` segments of ``journal_dir`` (read only; a
+    missing directory is an empty journal). Minimal version: every line of a live segment counts."""
+    records = size = 0
+    oldest: str | None = None
+    directory = Path(journal_dir)
+    if not directory.is_dir():
+        return PendingSummary(0, 0, None)
+    for path in directory.glob("seg-*.jsonl"):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        size += len(data)
+        for raw in data.splitlines():
+            if not raw.strip():
+                continue
+            records += 1
+            try:
+                record = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            ts = record.get("event_ts") or record.get("decision_ts") if isinstance(record, dict) else None
+            if isinstance(ts, str) and (oldest is None or ts < oldest):
+                oldest = ts
+    return PendingSummary(records, size, oldest)

@@ -206,6 +206,8 @@ class LocalSource:
         self.reader = reader
         self.logs = LogFiles(log_file_path(self.data_dir)) if use_logs else None
         self.spans_path = self.data_dir / "spans" / "spans.jsonl"
+        # the bot's ledger journal: records not yet shipped to the store read here (see query.completeness)
+        self.journal_dir: Path | None = self.data_dir / "ledger" / "journal"
 
     def describe(self) -> str:
         logs = log_file_path(self.data_dir) if self.logs is not None else "not read"
