@@ -115,6 +115,64 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     listed.add_argument("--limit", type=_positive_int, default=20, metavar="N",
                         help="list the first N mismatching slots (default 20)")
     reconcile.set_defaults(handler=run_reconcile)
+    _add_report_command(sub, common)
+
+
+_REPORT_EPILOG = """examples:
+  dora-otel report --since '30 minutes ago' --out incident.html
+  dora-otel report --market KXBTCD-26NOV24-T97000 --since 2026-11-24T04:00:00Z --until 2026-11-24T05:00:00Z
+
+The file is self-contained (inline SVG/CSS/JS, nothing fetched): mail it, attach it to the incident.
+
+""" + EXIT_TABLE
+
+
+def _add_report_command(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    report = sub.add_parser(
+        "report", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="write one self-contained HTML picture of a time range (a strip per market, a mark per decision)",
+        description="Write an HTML file: for each market a strip with one mark per decision on a real time axis, "
+                    "coloured by the decision's worst verdict; per decision a small timeline (decision -> place -> "
+                    "result -> cancel/fill, with latencies) and each slot's verdict, reasons and errors.",
+        epilog=_REPORT_EPILOG)
+    report.add_argument("--market", action="append", default=[], help="a market ticker (repeat for several; "
+                                                                        "default: every market)")
+    report.add_argument("--since", required=True, help="start of the range (ISO-8601 or '30 minutes ago')")
+    report.add_argument("--until", default="now", help="end of the range (default: now)")
+    report.add_argument("--out", default="dora-otel-report.html", metavar="FILE",
+                        help="where to write the HTML (default ./dora-otel-report.html; '-' for stdout)")
+    report.set_defaults(handler=run_report)
+
+
+def run_report(args: argparse.Namespace, *, dynamodb_client: Any = None) -> int:
+    from dora_otel.query.report import build_report, render_html
+
+    since, until = parse_time(args.since), parse_time(args.until)
+    if until < since:
+        raise ValueError(f"--until ({args.until}) is before --since ({args.since})")
+    args.logs = "none"  # the picture comes from the ledger alone
+    source = build_source(args, dynamodb_client=dynamodb_client)
+    try:
+        report = build_report(source, since, until, args.market)
+    except SinkError as exc:
+        raise _unreachable(source, exc) from exc
+    except LookupError as exc:
+        raise CliError(str(exc), Exit.NOT_FOUND) from exc
+    finally:
+        source.close()
+    document = render_html(report)
+    if args.out == "-":
+        sys.stdout.write(document)
+    else:
+        Path(args.out).write_text(document, encoding="utf-8")
+        bad = sum(1 for items in report.markets.values() for d in items if any(v.mismatch for v in d.verdicts))
+        print(f"dora-otel report: {report.decisions} decision(s) in {len(report.markets)} market(s), {bad} with a "
+              f"mismatch -> {args.out}", file=sys.stderr)
+    if not report.decisions:
+        print(f"dora-otel report: no decisions between {args.since} and {args.until} (exit {int(Exit.NO_DATA)})",
+              file=sys.stderr)
+        return int(Exit.NO_DATA)
+    return int(Exit.OK)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -529,6 +529,7 @@ def set_offsets(timeline: list[dict[str, Any]], base: str | None) -> None:
             offset = last
         last = max(last, offset)
         e["offset_ms"] = round(last, 3)
+        e["clock_ts"] = iso(origin + timedelta(milliseconds=last))  # the time shown: never going back
 
 
 _RECORD_SKIP = frozenset({"kind", "sk", "env", "bot_version", "expires_at", "event_id", "trace_id", "span_id",

@@ -154,7 +154,8 @@ def render_explain(report: ExplainReport, stream: TextIO, *, color: bool = False
         shown = ([nearest] if nearest else []) + [d for d in rest if d is not nearest][:max(0, limit - 1)]
         if nearest is not None:
             w(f"nearest decision to {q.get('at')}: {nearest.decision_id} at {_clock(nearest.decision_ts)}")
-    stack = stack_lines if stack_lines is not None else (12 if single or verbose else 6)
+    # stacks are long: the first screen keeps room for the answer (explain DECISION_ID shows them)
+    stack = stack_lines if stack_lines is not None else (12 if single or verbose else 0)
     for decision in shown:
         _render_decision(decision, w, s, stack, full_links=single or verbose, verbose=verbose)
     compact = [d for d in flagged if d not in shown]
@@ -237,7 +238,7 @@ def _render_decision(d: DecisionReport, w: Printer, s: Style, stack_lines: int, 
         text = ("~ " if e.get("context") else "") + e["text"] + mark
         if e["fields"].get("stack"):
             text += "  (stack below)"
-        rows.append([_clock(e.get("ts")), _fmt_offset(e.get("offset_ms")),
+        rows.append([_clock(e.get("clock_ts") or e.get("ts")), _fmt_offset(e.get("offset_ms")),
                      f"#{e['seq']}" if e["seq"] is not None else "", e["event_type"], text])
         bad = e["event_type"] == "ERROR" or e["fields"].get("status") in ("REJECTED", "UNKNOWN", "ERROR", "CANCEL_FAILED")
         style = s.dim if e.get("context") else (s.red if bad else None)
@@ -252,7 +253,9 @@ def _render_decision(d: DecisionReport, w: Printer, s: Style, stack_lines: int, 
         for err in d.errors:
             w("    " + s.red(f"#{err.get('seq')} {err.get('error_type')}: {err.get('error_msg')}"))
             stack = str(err.get("stack") or "").rstrip().splitlines()
-            if stack:
+            if stack and not stack_lines:
+                w("      " + s.dim(f"(stack of {len(stack)} lines: --verbose, or explain {d.decision_id})"))
+            elif stack:
                 shown = stack if len(stack) <= stack_lines else ["…"] + stack[-stack_lines:]
                 for line in shown:
                     w("      " + s.dim(line))
