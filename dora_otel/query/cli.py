@@ -162,7 +162,9 @@ def run_report(args: argparse.Namespace, *, dynamodb_client: Any = None) -> int:
         source.close()
     document = render_html(report)
     if args.out == "-":
-        sys.stdout.write(document)
+        from dora_otel.query.output import Printer
+
+        Printer(sys.stdout).pieces(document[i:i + 16384] for i in range(0, len(document), 16384))
     else:
         Path(args.out).write_text(document, encoding="utf-8")
         bad = sum(1 for items in report.markets.values() for d in items if any(v.mismatch for v in d.verdicts))
@@ -340,8 +342,9 @@ class _Progress:
         self.shown = True
 
     def finish(self) -> None:
+        """Erase the bar: the answer that follows starts on a clean line."""
         if self.shown:
-            self.stream.write("\n")
+            self.stream.write("\r\033[K")
             self.stream.flush()
 
 

@@ -18,7 +18,7 @@ import enum
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
 __all__ = ["EXIT_TABLE", "CliError", "Exit", "Printer", "closed_pipe", "scrub_json", "scrub_text"]
@@ -91,7 +91,26 @@ class Printer:
         self.stream.write(scrub_text(text))
 
     def json(self, value: Any) -> None:
-        self.stream.write(json.dumps(scrub_json(value), indent=2, default=str, ensure_ascii=False) + "\n")
+        """One JSON document, every string in it scrubbed, written in pieces as it is encoded."""
+        encoder = json.JSONEncoder(indent=2, default=str, ensure_ascii=False)
+        self.pieces(encoder.iterencode(scrub_json(value)))
+        self.stream.write("\n")
+
+    def pieces(self, chunks: Iterable[str], size: int = 16384) -> None:
+        """Write text that is already scrubbed (e.g. the report, whose every value passed
+        :func:`scrub_text`) in writes of about ``size`` characters: a reader that goes away
+        (``| head``) is noticed at the next write, not hidden in one huge write."""
+        pending: list[str] = []
+        length = 0
+        for chunk in chunks:
+            pending.append(chunk)
+            length += len(chunk)
+            if length >= size:
+                self.stream.write("".join(pending))
+                self.stream.flush()
+                pending, length = [], 0
+        if pending:
+            self.stream.write("".join(pending))
 
 
 def closed_pipe() -> int:

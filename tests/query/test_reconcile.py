@@ -229,7 +229,7 @@ def test_the_progress_bar_shows_only_on_a_tty_for_long_ranges():
         for done in range(1, 41):
             bar(done, 40)
         bar.finish()
-    assert "40/40" in tty.getvalue() and tty.getvalue().endswith("\n") and pipe.getvalue() == ""
+    assert "40/40" in tty.getvalue() and tty.getvalue().endswith("\r\033[K") and pipe.getvalue() == ""
     short = Tty()
     _Progress(short)(1, 3)
     assert short.getvalue() == ""
