@@ -242,11 +242,14 @@ def _timeline(d: ReportDecision) -> str:
              f'<path class="decision-mark" d="M{_TL_LABEL},4 l5,6 l-5,6 l-5,-6 Z"><title>{_e("decision at " + d.decision_ts)}'
              f'</title></path>']
     for ms in (1, 10, 100, 1000, 10000, 60000, 600000):
-        if ms <= top * 1.01:
+        if ms <= top * 0.8:  # leaves room for the closing label
             tx = x(ms)
             label = f"{ms} ms" if ms < 1000 else f"{ms // 1000} s"
             parts.append(f'<line class="grid" x1="{tx:.1f}" y1="16" x2="{tx:.1f}" y2="{height - 10}"/>'
                          f'<text class="ticklabel" x="{tx:.1f}" y="{height - 1}">{label}</text>')
+    if top > 1.0:  # the latest event's offset closes the axis
+        label = f"{top:.0f} ms" if top < 1000 else f"{top / 1000:.1f} s"
+        parts.append(f'<text class="ticklabel" x="{x(top):.1f}" y="{height - 1}">{label}</text>')
     for i, (v, evs) in enumerate(lanes):
         y = 24 + i * _LANE_H
         parts.append(f'<text class="lane v-{_e(v.verdict.value)}" x="4" y="{y + 4}">slot {_e(v.slot)} '
