@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from dora_otel.query.output import EXIT_TABLE, CliError, Exit, closed_pipe
 

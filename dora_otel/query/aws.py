@@ -248,6 +248,7 @@ class AwsSource:
                  use_logs: bool = True, timeout_s: float = 30.0, poll_s: float = 0.5,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.env = env
+        self.journal_dir: Any = None  # a local journal to check for unshipped records (query.completeness)
         if reader == "dynamodb":
             from dora_otel.sinks.dynamodb import DynamoDBSink
 

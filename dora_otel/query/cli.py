@@ -252,7 +252,12 @@ def _unreachable(source: Any, exc: Exception) -> CliError:
 
 def run_explain(args: argparse.Namespace, *, stdout: TextIO | None = None, logs_client: Any = None,
                 dynamodb_client: Any = None) -> int:
-    from dora_otel.query.explain import ExplainError, NoDecisions, explain_decision, explain_market
+    from dora_otel.query.explain import (
+        ExplainError,
+        NoDecisions,
+        explain_decision,
+        explain_market,
+    )
     from dora_otel.query.render import render_explain, render_json
 
     out = stdout or sys.stdout

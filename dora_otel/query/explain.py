@@ -23,8 +23,15 @@ from typing import Any
 
 from dora_otel.query import completeness as completeness_mod
 from dora_otel.query.aws import decision_insights_query, log_group
-from dora_otel.query.sources import (EXECUTION_EVENTS, LogLines, Region, Source, describe_reader,
-                                     records_from_lines, records_from_spans)
+from dora_otel.query.sources import (
+    EXECUTION_EVENTS,
+    LogLines,
+    Region,
+    Source,
+    describe_reader,
+    records_from_lines,
+    records_from_spans,
+)
 from dora_otel.query.times import from_iso, iso
 from dora_otel.query.verdicts import SlotVerdict, Verdict, judge_decision, worst
 
@@ -360,7 +367,7 @@ def _context_lines(lines: Sequence[Mapping[str, Any]], found: Mapping[str, Any],
         made = per_run.get(line.get("bot_run_id"), [])
         at = bisect.bisect_left(made, (int(line.get("seq") or 0), "")) - 1
         owner = made[at][1] if at >= 0 else None
-        if owner in found:
+        if owner is not None and owner in found:
             out.setdefault(owner, []).append(dict(line))
     return out
 
@@ -465,9 +472,7 @@ def _timeline(record: Mapping[str, Any], events: Sequence[Mapping[str, Any]], li
         for k, v in fields.items():
             if v is not None and k not in entry["fields"]:
                 entry["fields"][k] = v
-        if ledger and ts:
-            entry["ts"] = ts
-        elif not entry["ts"]:
+        if ledger and ts or not entry["ts"]:
             entry["ts"] = ts
 
     if record:

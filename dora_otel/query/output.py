@@ -57,7 +57,9 @@ class CliError(Exception):
 
 def scrub_text(text: str) -> str:
     """Every text the query commands print passes here (credentials masked)."""
-    from dora_otel.redact import redact  # the lead switches this to dora_otel.scrub.scrub_text
+    from dora_otel.redact import (
+        redact,  # the lead switches this to dora_otel.scrub.scrub_text
+    )
 
     return redact(text)
 

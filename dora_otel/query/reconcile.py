@@ -39,10 +39,16 @@ from typing import Any
 from dora_otel.protocols import OrderSource
 from dora_otel.query import completeness as completeness_mod
 from dora_otel.query.explain import log_only_events
-from dora_otel.query.output import Exit
+from dora_otel.query.output import Exit, scrub_json, scrub_text
 from dora_otel.query.sources import EXECUTION_EVENTS, Source, describe_reader
 from dora_otel.query.times import iso, iso_ms
-from dora_otel.query.verdicts import CANCEL_OK, MISMATCH_VERDICTS, SlotVerdict, Verdict, judge_decision
+from dora_otel.query.verdicts import (
+    CANCEL_OK,
+    MISMATCH_VERDICTS,
+    SlotVerdict,
+    Verdict,
+    judge_decision,
+)
 
 __all__ = ["ExchangeError", "ReconcileError", "ReconcileReport", "reconcile", "seq_gaps"]
 
@@ -228,10 +234,10 @@ def reconcile(source: Source, since: datetime, until: datetime, *, order_source:
 
     mismatched = []
     by_id = {d["decision_id"]: d for d in decisions}
-    for decision_id, slots in per_decision.items():
+    for decision_id, found in per_decision.items():
         d = by_id[decision_id]
         mismatched.append(DecisionMismatches(decision_id, d.get("market"), d.get("decision_ts"), d.get("bot_run_id"),
-                                             [slots[k] for k in sorted(slots, key=lambda s: (isinstance(s, str), s))]))
+                                             [found[k] for k in sorted(found, key=lambda s: (isinstance(s, str), s))]))
     mismatched.sort(key=lambda m: (m.decision_ts or "", m.decision_id))
     report = ReconcileReport(
         since=iso(since), until=iso(until), source=_describe(source), decisions=total,
@@ -244,7 +250,9 @@ def reconcile(source: Source, since: datetime, until: datetime, *, order_source:
         report.notes.append(f"no decisions between {iso(since)} and {iso(until)} in {describe_reader(reader)}: "
                             "a bot that stopped deciding, or the wrong --env / --data-dir / --ledger")
     if emit is not None:
-        _emit(report, emit)
+        def scrubbed(level: int, event_type: str, message: str, fields: dict[str, Any]) -> None:
+            emit(level, event_type, scrub_text(message), scrub_json(fields))  # the one output path
+        _emit(report, scrubbed)
     return report
 
 
@@ -313,8 +321,9 @@ def _log_gaps(lines: Sequence[Mapping[str, Any]], since: datetime, until: dateti
         if not inside:
             continue
         lo, hi = min(inside), max(inside)
-        if settled[run] is not None:
-            hi = min(hi, settled[run])  # type: ignore[type-var]
+        limit = settled[run]
+        if limit is not None:
+            hi = min(hi, limit)
         gaps = seq_gaps((int(ln["seq"]) for ln in run_lines), lo, hi) if hi >= lo else []
         if gaps:
             out[run] = {"missing": sum(b - a + 1 for a, b in gaps), "ranges": gaps, "first_seq": lo, "last_seq": hi,

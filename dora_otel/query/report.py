@@ -28,7 +28,13 @@ from dora_otel.query import completeness as completeness_mod
 from dora_otel.query.output import scrub_text
 from dora_otel.query.sources import Source, describe_reader
 from dora_otel.query.times import from_iso, iso
-from dora_otel.query.verdicts import SEVERITY, SlotVerdict, Verdict, judge_decision, worst
+from dora_otel.query.verdicts import (
+    SEVERITY,
+    SlotVerdict,
+    Verdict,
+    judge_decision,
+    worst,
+)
 
 __all__ = ["VERDICT_COLORS", "Report", "ReportDecision", "build_report", "render_html"]
 
@@ -162,8 +168,8 @@ def _decision_title(d: ReportDecision) -> str:
 
 def _strip(market: str, decisions: list[ReportDecision], x: Callable[[datetime], float],
            ticks: list[tuple[float, str]]) -> str:
-    parts = [f'<svg class="strip" viewBox="0 0 {_STRIP_W} {_STRIP_H}" width="{_STRIP_W}" height="{_STRIP_H}" '
-             f'role="img" aria-label="decisions of {_e(market)}">',
+    parts = [(f'<svg class="strip" viewBox="0 0 {_STRIP_W} {_STRIP_H}" width="{_STRIP_W}" height="{_STRIP_H}" '
+              f'role="img" aria-label="decisions of {_e(market)}">'),
              f'<line class="axis" x1="{_PAD_L}" y1="30" x2="{_STRIP_W - _PAD_R}" y2="30"/>']
     for tx, label in ticks:
         parts.append(f'<line class="tick" x1="{tx:.1f}" y1="30" x2="{tx:.1f}" y2="34"/>'
@@ -187,8 +193,8 @@ def _events(v: SlotVerdict) -> list[tuple[str, str, str, str]]:
     for a in v.attempts:
         if a.place:
             out.append((str(a.place.get("event_ts")), "place", "#555",
-                        f"ORDER_PLACE {a.place.get('side')} {a.place.get('size')} @ {a.place.get('price')} "
-                        f"client_order_id {a.client_order_id}"))
+                        (f"ORDER_PLACE {a.place.get('side')} {a.place.get('size')} @ {a.place.get('price')} "
+                         f"client_order_id {a.client_order_id}")))
         if a.result:
             r = a.result
             latency = f"{float(r['latency_ms']):.1f} ms" if isinstance(r.get("latency_ms"), (int, float)) else "latency ?"
@@ -239,12 +245,12 @@ def _timeline(d: ReportDecision) -> str:
 
     height = 24 + _LANE_H * max(1, len(lanes))
     parts = [f'<svg class="timeline" viewBox="0 0 {_TL_W} {height}" width="{_TL_W}" height="{height}">',
-             f'<path class="decision-mark" d="M{_TL_LABEL},4 l5,6 l-5,6 l-5,-6 Z"><title>{_e("decision at " + d.decision_ts)}'
-             f'</title></path>']
-    for ms in (1, 10, 100, 1000, 10000, 60000, 600000):
-        if ms <= top * 0.8:  # leaves room for the closing label
-            tx = x(ms)
-            label = f"{ms} ms" if ms < 1000 else f"{ms // 1000} s"
+             (f'<path class="decision-mark" d="M{_TL_LABEL},4 l5,6 l-5,6 l-5,-6 Z"><title>'
+              f'{_e("decision at " + d.decision_ts)}</title></path>')]
+    for grid in (1, 10, 100, 1000, 10000, 60000, 600000):
+        if grid <= top * 0.8:  # leaves room for the closing label
+            tx = x(grid)
+            label = f"{grid} ms" if grid < 1000 else f"{grid // 1000} s"
             parts.append(f'<line class="grid" x1="{tx:.1f}" y1="16" x2="{tx:.1f}" y2="{height - 10}"/>'
                          f'<text class="ticklabel" x="{tx:.1f}" y="{height - 1}">{label}</text>')
     if top > 1.0:  # the latest event's offset closes the axis
@@ -258,14 +264,14 @@ def _timeline(d: ReportDecision) -> str:
                          for ts, kind, color, text in evs), key=lambda p: p[0])
         if points:
             parts.append(f'<line class="lane-line" x1="{x(points[0][0]):.1f}" y1="{y}" x2="{x(points[-1][0]):.1f}" y2="{y}"/>')
-        for ms, kind, color, text in points:
-            parts.append(_shape(kind, x(ms), y, color, f"+{ms:.1f} ms  {text}"))
+        for at_ms, kind, color, text in points:
+            parts.append(_shape(kind, x(at_ms), y, color, f"+{at_ms:.1f} ms  {text}"))
         answered = [a for a in v.attempts if a.result]
         for a in answered[-1:]:  # the last place -> result latency, written above its result
             r = a.result or {}
             if isinstance(r.get("latency_ms"), (int, float)) and r.get("event_ts"):
-                ms = max(0.0, (from_iso(str(r["event_ts"])) - origin).total_seconds() * 1000)
-                parts.append(f'<text class="latency" x="{x(ms) + 6:.1f}" y="{y - 4}">{float(r["latency_ms"]):.1f} ms</text>')
+                answered_ms = max(0.0, (from_iso(str(r["event_ts"])) - origin).total_seconds() * 1000)
+                parts.append(f'<text class="latency" x="{x(answered_ms) + 6:.1f}" y="{y - 4}">{float(r["latency_ms"]):.1f} ms</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -357,8 +363,8 @@ def render_html(report: Report, *, generated_at: datetime | None = None) -> str:
         warnings.append("no decisions in this range: a bot that stopped deciding, or the wrong data directory / env")
     legend = "".join(f'<span><i class="v-{v}"></i>{v}</span>' for v in VERDICT_COLORS if v != "NONE")
     body = [f"<h1>dora-otel report: {len(report.markets)} market(s), {len(all_decisions)} decision(s)</h1>",
-            f'<p class="meta">{_e(report.since)} .. {_e(report.until)} · source {_e(report.source)} · generated {_e(generated)}'
-            f"</p>",
+            (f'<p class="meta">{_e(report.since)} .. {_e(report.until)} · source {_e(report.source)} · '
+             f"generated {_e(generated)}</p>"),
             f'<p class="counts">{mismatched} decision(s) with a mismatch · slots: '
             + _e(" · ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none") + "</p>",
             f'<p class="legend">{legend}</p>']

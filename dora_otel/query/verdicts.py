@@ -48,8 +48,8 @@ from typing import Any
 
 __all__ = [
     "MISMATCH_VERDICTS",
-    "Attempt",
     "SEVERITY",
+    "Attempt",
     "SlotVerdict",
     "Verdict",
     "cancel_says_not_found",

@@ -12,9 +12,9 @@ import pytest
 from dora_otel.query.output import EXIT_TABLE, Exit
 from tests.query._helpers import MARKETS, clean_env, dora_cli
 
-UNREACHABLE_AWS = dict(AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:9", AWS_REGION="us-east-1",
-                       AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x", AWS_EC2_METADATA_DISABLED="true",
-                       AWS_MAX_ATTEMPTS="1")
+UNREACHABLE_AWS = {"AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:9", "AWS_REGION": "us-east-1",
+                   "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_EC2_METADATA_DISABLED": "true",
+                   "AWS_MAX_ATTEMPTS": "1"}
 
 
 def test_the_table_is_in_every_subcommands_help():
@@ -92,7 +92,7 @@ def test_tables_describe_prints_one_document_and_3_when_a_table_is_missing(dynal
     env = clean_env(AWS_ENDPOINT_URL_DYNAMODB=dynalite_server.endpoint, AWS_REGION="us-east-1",
                     AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", AWS_EC2_METADATA_DISABLED="true")
     proc = subprocess.run([sys.executable, "-m", "dora_otel.cli", "tables", "describe", "--env", "prod"],
-                          capture_output=True, text=True, env=env, timeout=60)
+                          capture_output=True, text=True, env=env, timeout=60, check=False)
     assert proc.returncode == 3, proc.stderr
     document = json.loads(proc.stdout)  # exactly one JSON document (json.loads rejects two)
     assert sorted(document["missing"]) == ["dora_decision_log_prod", "dora_execution_log_prod"]
