@@ -83,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code) if isinstance(exc.code, int) else int(Exit.USAGE)
+    except BrokenPipeError:  # `dora-otel --help | head`
+        return closed_pipe()
     if args.command is None:
         parser.print_help(sys.stderr)
         return int(Exit.USAGE)
@@ -138,7 +140,8 @@ def _tables(args: argparse.Namespace) -> int:
             return int(Exit.OK)
         infos = tables.describe_tables(config.env)
     except Exception as exc:  # boto3/botocore errors: one line, named
-        raise CliError(f"{args.action}: {type(exc).__name__}: {exc}", _boto_exit(exc)) from exc
+        _say(f"dora-otel tables {args.action}: {type(exc).__name__}: {exc}")
+        return int(_boto_exit(exc))
     missing = [info["name"] for info in infos if info.get("status") == "MISSING"]
     print(json.dumps({"env": config.env, "tables": infos, "missing": missing}, default=str, indent=2))
     if missing:
