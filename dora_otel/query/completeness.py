@@ -51,8 +51,9 @@ class Completeness:
                        f"and may not have reached {self.store} yet: the answer may be incomplete")
         out.extend(self.sink_behind)
         if not self.logs_read:
-            out.append(f"logs not read ({self.logs_note or 'no log lines'}): log loss was not checked and "
-                       "records only the logs have are not counted")
+            why = (self.logs_note or "no log lines").removeprefix("log lines not read").strip(" ()") or "no log lines"
+            out.append(f"logs not read ({why}): log loss was not checked and records only the logs have are "
+                       "not counted")
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -578,9 +578,14 @@ def summarize(entry: Mapping[str, Any]) -> str:
         return f"{slot}{status}  {f.get('error_type') or ''}: {f.get('error_msg') or ''}{latency}".replace("  : ", "  ")
     if kind == "ORDER_CANCEL":
         status = f.get("status") or "requested"
-        why = f": {f['error_msg']}" if f.get("error_msg") and status != "CANCELLED" else ""
+        reason = f.get("error_msg") or f.get("reason")
+        why = f": {reason}" if reason and status != "CANCELLED" else ""
         by = f.get("requested_by_decision_id")
-        return f"{slot}cancel order {f.get('order_id')}  {status}{why}" + (f"  (requested by {by[:8]}…)" if by else "")
+        latency = f"  {float(f['latency_ms']):.1f} ms" if isinstance(f.get("latency_ms"), (int, float)) else ""
+        return (f"{slot}cancel order {f.get('order_id')}  {status}{why}{latency}"
+                + (f"  (requested by {by[:8]}…)" if by else ""))
+    if kind == "ORDER_SUPPRESSED":
+        return f"{slot}not sent on purpose: {f.get('reason') or 'no reason given'}"
     if kind == "FILL":
         pnl = f"  pnl {f['pnl_delta']:+}" if isinstance(f.get("pnl_delta"), (int, float)) else ""
         return f"{slot}fill {order}{pnl}"
