@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 from dora_otel.query.explain import DecisionReport, ExplainReport, verdict_counts
-from dora_otel.query.output import Printer
+from dora_otel.query.output import Printer, scrub_text
 from dora_otel.query.times import from_iso
 
 __all__ = ["Style", "render_explain", "render_json", "render_reconcile", "use_color"]
@@ -252,7 +252,8 @@ def _render_decision(d: DecisionReport, w: Printer, s: Style, stack_lines: int, 
         w("  " + s.bold("errors"))
         for err in d.errors:
             w("    " + s.red(f"#{err.get('seq')} {err.get('error_type')}: {err.get('error_msg')}"))
-            stack = str(err.get("stack") or "").rstrip().splitlines()
+            # scrubbed whole before it is split: a key spread over several lines is masked as one
+            stack = scrub_text(str(err.get("stack") or "")).rstrip().splitlines()
             if stack and not stack_lines:
                 w("      " + s.dim(f"(stack of {len(stack)} lines: --verbose, or explain {d.decision_id})"))
             elif stack:

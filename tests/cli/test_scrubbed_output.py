@@ -29,7 +29,10 @@ def test_a_secret_in_an_error_message_never_reaches_explain_reconcile_or_report(
     slot: dict[str, Any] = dict(base, slot=0, client_order_id="c0-coid", side="yes", price=0.4, size=10)
     events = [dict(slot, event_type="ORDER_PLACE", seq=2, event_ts="2026-11-24T04:47:54.000100Z"),
               dict(slot, event_type="ORDER_RESULT", seq=3, event_ts="2026-11-24T04:47:54.000200Z", status="REJECTED",
-                   error_type="HTTPError", error_msg=leak, latency_ms=3.0)]
+                   error_type="HTTPError", error_msg=leak, latency_ms=3.0,
+                   stack=("Traceback (most recent call last):\n  File \"bot.py\", line 3, in place\n"
+                          f"HTTPError: key was\n-----BEGIN RSA PRIVATE KEY-----\n{PEM_BODY[:40]}\n{PEM_BODY[40:]}\n"
+                          "-----END RSA PRIVATE KEY-----\n"))]
     source = LocalSource(tmp_path, reader=_Reader(decision, events))
     outputs = []
     report = explain_decision(source, did)
@@ -49,4 +52,6 @@ def test_a_secret_in_an_error_message_never_reaches_explain_reconcile_or_report(
     for text in outputs:
         assert "REJECTED" in text and did in text  # the answer and its identifiers
         assert PEM_BODY not in text and SIGNATURE not in text, text[:2000]
+        assert PEM_BODY[:40] not in text and PEM_BODY[40:] not in text, text[:3000]  # nor a key over several lines
     assert all("c0-coid" in outputs[i] for i in (0, 1, 4))  # explain text, JSON, report
+    assert "Traceback" in outputs[0]  # the stack is shown, masked
