@@ -139,7 +139,7 @@ def _tables(args: argparse.Namespace) -> int:
             print(f"tables ready: {', '.join(names)}", file=sys.stderr)
             return int(Exit.OK)
         infos = tables.describe_tables(config.env)
-    except Exception as exc:  # boto3/botocore errors: one line, named
+    except Exception as exc:  # noqa: BLE001 - boto3/botocore errors of any kind: one line, named
         _say(f"dora-otel tables {args.action}: {type(exc).__name__}: {exc}")
         return int(_boto_exit(exc))
     missing = [info["name"] for info in infos if info.get("status") == "MISSING"]

@@ -29,7 +29,14 @@ from typing import Any
 import orjson
 
 from dora_otel.protocols import LedgerReader
-from dora_otel.query.sources import LogLines, LogsUnavailable, Region, describe_reader, merge_regions, unique_lines
+from dora_otel.query.sources import (
+    LogLines,
+    LogsUnavailable,
+    Region,
+    describe_reader,
+    merge_regions,
+    unique_lines,
+)
 
 __all__ = ["AwsSource", "InsightsReader", "decision_insights_query", "line_from_event", "log_group"]
 

@@ -22,7 +22,13 @@ import orjson
 
 from dora_otel.logs import log_file_path
 from dora_otel.protocols import LedgerReader
-from dora_otel.query.sources import LogLines, Region, describe_reader, merge_regions, unique_lines
+from dora_otel.query.sources import (
+    LogLines,
+    Region,
+    describe_reader,
+    merge_regions,
+    unique_lines,
+)
 from dora_otel.query.times import iso_ms
 
 __all__ = ["LocalSource", "LogFiles"]
