@@ -222,7 +222,8 @@ def explain_decision(source: Source, decision_id: str, *, window: timedelta = DE
     _hint_unmatched(reports, unmatched)
     return ExplainReport({"decision_id": decision_id}, _describe(source), reports, unmatched,
                          notes + _logs_notes(logs), logs.available,
-                         _completeness(source, iso(at + window) if at else None, logs))
+                         _completeness(source, iso(at + window) if at else None, logs,
+                                       (at - window, at + window) if at else None))
 
 
 def latest_decision_time(source: Source, market: str, now: datetime) -> datetime | None:
@@ -272,22 +273,28 @@ def explain_market(source: Source, market: str, at: datetime | None, window: tim
                      "check the market ticker")
         unmatched = _unmatched_fills(source, market, start, end)
         return ExplainReport(question, _describe(source), [], unmatched, notes, True,
-                             _completeness(source, iso(end), None))
+                             _completeness(source, iso(end), None, (start, end)))
     reports, logs = _build(source, found, market, records_from)
     unmatched = _unmatched_fills(source, market, start, end)
     _hint_unmatched(reports, unmatched)
     return ExplainReport(question, _describe(source), reports, unmatched, notes + _logs_notes(logs), logs.available,
-                         _completeness(source, iso(end), logs))
+                         _completeness(source, iso(end), logs, (start, end)))
 
 
-def _completeness(source: Source, range_end: str | None, logs: LogLines | None) -> completeness_mod.Completeness:
+def _completeness(source: Source, range_end: str | None, logs: LogLines | None,
+                  span: tuple[datetime, datetime] | None) -> completeness_mod.Completeness:
     journal = getattr(source, "journal_dir", None)
+    health = getattr(source, "health_lines", None)
+    lines: list[dict[str, Any]] = []
+    if callable(health) and span is not None and source.reader is not None:
+        # the shipper's outage lines from a while before the range: an outage that began earlier counts
+        lines = health(span[0] - timedelta(hours=1), span[1] + DECISION_SPAN)
     return completeness_mod.check(
         store=describe_reader(source.reader) if source.reader is not None else "the log lines",
         journal_dir=journal if source.reader is not None else None, range_end=range_end,
         logs_read=logs.available if logs is not None else not _logs_off(source),
         logs_note=logs.note if logs is not None else "log lines not read (--logs none)",
-        lines=logs.lines if logs is not None else ())
+        lines=lines)
 
 
 def _logs_off(source: Source) -> bool:

@@ -182,3 +182,17 @@ def test_reconcile_counts_suppressed_slots_apart_from_mismatches():
     out = io.StringIO()
     render_reconcile(report, out)
     assert "suppressed  1 slot(s) not sent on purpose (not mismatches): risk: max position" in out.getvalue()
+
+
+def test_explain_says_when_the_ledger_sink_was_failing_and_never_recovered(cli_run, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(cli_run.data_dir, data)
+    log = data / "logs" / "dora-bot.jsonl"
+    lines = log.read_text().splitlines()
+    first = json.loads(lines[0])
+    outage = dict(first, level="ERROR", event_type="ERROR", target="execution_log", seq=10**6,
+                  message="execution ledger sink SQLiteSink is failing", error_msg="disk I/O error")
+    log.write_text("\n".join([lines[0], orjson.dumps(outage).decode(), *lines[1:]]) + "\n")
+    report = json.loads(dora_cli("explain", "--market", MARKETS[0], "--json", "--data-dir", str(data)).stdout)
+    assert report["complete"] is False
+    assert any("the ledger sink was failing" in n and "disk I/O error" in n for n in report["completeness"]["notes"])
