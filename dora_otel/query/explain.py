@@ -250,7 +250,8 @@ def explain_market(source: Source, market: str, at: datetime | None, window: tim
         if at is None:
             raise NoDecisions(f"no decisions for {market} in the last 90 days ({_describe(source)}); "
                               "check the market ticker, or pass --at")
-        latest_note = [f"no --at given: showing the latest decisions (the last at {iso(at)})"]
+        latest_note = [f"no --at given: showing the latest decisions (the last at {iso(at)})" if source.reader
+                       is not None else "no --at given and no ledger: showing the decisions around now"]
     else:
         latest_note = []
     start, end = at - window, at + window
