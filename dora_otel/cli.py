@@ -1,13 +1,17 @@
-"""The `dora-otel` command: demo, explain, reconcile, tables.
+"""The `dora-otel` command: demo, explain, reconcile, report, tables.
 
-Exit codes: 0 success (and, for reconcile, a clean range), 1 mismatches found, 2 usage errors.
+Every subcommand ends with a code from one table (``dora_otel.query.output.Exit``, printed by
+``--help`` and in the README): 0 ok, 1 mismatches, 2 usage error, 3 not found, 4 no data in range,
+5 backend unreachable, 130 interrupted, 141 stdout closed by its reader (``| head``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+
+from dora_otel.query.output import EXIT_TABLE, CliError, Exit, closed_pipe
 
 from dora_otel._version import __version__
 
@@ -32,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Observability for the Dora market-making bot: answer 'the decision log says trade X, "
                     "but the bot didn't execute — what happened?'",
         epilog="Configuration comes from the environment (DORA_ENV, DORA_LEDGER, DORA_DATA_DIR, "
-               "OTEL_EXPORTER_OTLP_ENDPOINT, AWS_REGION, ...); see README.md.",
+               "OTEL_EXPORTER_OTLP_ENDPOINT, AWS_REGION, ...); see README.md.\n\n" + EXIT_TABLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -66,6 +71,7 @@ def _add_query_commands(sub: argparse._SubParsersAction) -> None:
 
 def _add_tables_command(sub: argparse._SubParsersAction) -> None:
     tables = sub.add_parser("tables", help="create or describe the DynamoDB ledger tables",
+                            formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_TABLE,
                             description="Create (idempotent; waits until ACTIVE; enables TTL) or describe "
                                         "dora_execution_log_{env} and dora_decision_log_{env}. Uses boto3's "
                                         "standard settings: AWS_REGION, AWS_ENDPOINT_URL_DYNAMODB, profiles.")
@@ -76,27 +82,54 @@ def _add_tables_command(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code) if isinstance(exc.code, int) else int(Exit.USAGE)
+    except BrokenPipeError:  # `dora-otel --help | head`
+        return closed_pipe()
     if args.command is None:
         parser.print_help(sys.stderr)
-        return 2
+        return int(Exit.USAGE)
     try:
-        if args.command == "demo":
-            from dora_otel.demo.run import run_demo
-
-            return run_demo(cycles=args.cycles, markets=args.markets, seed=args.seed, fault_rate=args.fault_rate,
-                            ledger=args.ledger, data_dir=args.data_dir, truth=args.truth)
-        if args.command == "tables":
-            return _tables(args)
-        return int(args.handler(args))
-    except ValueError as exc:  # bad configuration: say what and exit 2, no traceback
-        print(f"dora-otel {args.command}: {exc}", file=sys.stderr)
-        return 2
+        code = _run(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return closed_pipe()
+    except CliError as exc:
+        _say(f"dora-otel {args.command}: {exc}")
+        return int(exc.code)
+    except ValueError as exc:  # bad input or configuration: say what and exit 2, no traceback
+        _say(f"dora-otel {args.command}: {exc}")
+        return int(Exit.USAGE)
     except KeyboardInterrupt:
-        return 130
+        return int(Exit.INTERRUPTED)
+
+
+def _say(text: str) -> None:
+    from dora_otel.query.output import scrub_text
+
+    try:
+        print(scrub_text(text), file=sys.stderr)
+    except (BrokenPipeError, OSError):
+        pass
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from dora_otel.demo.run import run_demo
+
+        return run_demo(cycles=args.cycles, markets=args.markets, seed=args.seed, fault_rate=args.fault_rate,
+                        ledger=args.ledger, data_dir=args.data_dir, truth=args.truth)
+    if args.command == "tables":
+        return _tables(args)
+    return int(args.handler(args))
 
 
 def _tables(args: argparse.Namespace) -> int:
+    """`tables create` / `tables describe`: describe prints ONE JSON document and exits 3 when a table
+    is missing; an unreachable DynamoDB exits 5."""
     import json
 
     from dora_otel.config import Config
@@ -107,13 +140,27 @@ def _tables(args: argparse.Namespace) -> int:
         if args.action == "create":
             names = tables.create_tables(config.env, ttl_days=config.ledger_ttl_days)
             print(f"tables ready: {', '.join(names)}", file=sys.stderr)
-        else:
-            for info in tables.describe_tables(config.env):
-                print(json.dumps(info, default=str, indent=2))
-    except Exception as exc:  # boto3/botocore errors: one line, named
-        print(f"dora-otel tables {args.action}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+            return int(Exit.OK)
+        infos = tables.describe_tables(config.env)
+    except Exception as exc:  # noqa: BLE001 - boto3/botocore errors of any kind: one line, named
+        _say(f"dora-otel tables {args.action}: {type(exc).__name__}: {exc}")
+        return int(_boto_exit(exc))
+    missing = [info["name"] for info in infos if info.get("status") == "MISSING"]
+    print(json.dumps({"env": config.env, "tables": infos, "missing": missing}, default=str, indent=2))
+    if missing:
+        print(f"dora-otel tables describe: missing {', '.join(missing)}; create them with "
+              f"`dora-otel tables create --env {config.env}` (exit {int(Exit.NOT_FOUND)})", file=sys.stderr)
+        return int(Exit.NOT_FOUND)
+    return int(Exit.OK)
+
+
+def _boto_exit(exc: Exception) -> Exit:
+    """Credentials/endpoint/network problems are 'unreachable'; anything else AWS said is too, except
+    a bad request we made (usage)."""
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "") if hasattr(exc, "response") else ""
+    if code in ("ValidationException",):
+        return Exit.USAGE
+    return Exit.UNREACHABLE
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ on stderr (stdout carries only the JSON log lines)."""
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -27,6 +29,7 @@ def market_names(count: int) -> list[str]:
 def run_demo(*, cycles: int, markets: int, seed: int, fault_rate: float, ledger: str | None,
              data_dir: str | None, truth: str | None, err: TextIO = sys.stderr, **setup_args: Any) -> int:
     started = time.monotonic()
+    began_at = datetime.now(timezone.utc)
     telemetry = dora_otel.setup(ledger=ledger, data_dir=data_dir, **setup_args)
     names = market_names(markets)
     exchange = PaperExchange(names, seed=seed, fault_rate=fault_rate)
@@ -39,7 +42,8 @@ def run_demo(*, cycles: int, markets: int, seed: int, fault_rate: float, ledger:
         flushed = telemetry.shutdown(reason="demo finished", graceful=True)
         stats = telemetry.stats()
     elapsed = time.monotonic() - started
-    _print_summary(err, telemetry, summary, stats, flushed, cycles, names, elapsed)
+    _print_summary(err, telemetry, summary, stats, flushed, cycles, names, elapsed,
+                   (began_at, datetime.now(timezone.utc)))
     return 0
 
 
@@ -55,8 +59,36 @@ def _command_name() -> str:
         return str(script)
 
 
+def _stamp(at: datetime) -> str:
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+def query_hints(command: str, config: Any, market: str, began: datetime, ended: datetime) -> list[str]:
+    """The commands to look at this run, with absolute times (they still work an hour later) and the
+    flags that point at the ledger this run wrote to."""
+    start = began - timedelta(seconds=1)
+    end = ended + timedelta(seconds=1)
+    middle = began + (ended - began) / 2
+    where = ["--data-dir", str(config.data_dir)]
+    if config.env != "demo":
+        where += ["--env", config.env]
+    if config.ledger == "dynamodb":
+        where += ["--ledger", "dynamodb", "--logs", "file"]  # the demo's lines are in the local log file
+    elif config.ledger == "sqlite":
+        where += ["--ledger", "sqlite"]
+    flags = " ".join(shlex.quote(w) for w in where)
+    lines = [f"  {command} explain --market {market} --at {_stamp(middle)} --window 1m {flags}"]
+    if config.ledger in ("sqlite", "dynamodb"):
+        lines += [f"  {command} reconcile --since {_stamp(start)} --until {_stamp(end)} {flags}",
+                  f"  {command} report --since {_stamp(start)} --until {_stamp(end)} --out dora-otel-report.html {flags}"]
+    else:
+        lines.append(f"  (reconcile and report read a ledger; this run used --ledger {config.ledger})")
+    return lines
+
+
 def _print_summary(err: TextIO, telemetry: Any, summary: Any, stats: dict[str, Any], flushed: bool,
-                   cycles: int, names: list[str], elapsed: float) -> None:
+                   cycles: int, names: list[str], elapsed: float,
+                   span: tuple[datetime, datetime] | None = None) -> None:
     config = telemetry.config
     data = config.data_dir
     orders = " · ".join(f"{k} {v}" for k, v in sorted(summary.orders.items())) or "none"
@@ -86,10 +118,8 @@ def _print_summary(err: TextIO, telemetry: Any, summary: Any, stats: dict[str, A
     if config.ledger == "sqlite":
         lines.append(f"  ledger      {data / 'ledger' / 'ledger.sqlite3'}")
     command = _command_name()
-    lines += [
-        "look at a decision",
-        f"  {command} explain --market {names[0]} --at '1 minute ago' --data-dir {data}",
-        f"  {command} reconcile --since '10 minutes ago' --data-dir {data}",
-    ]
+    began, ended = span or (datetime.now(timezone.utc) - timedelta(seconds=elapsed), datetime.now(timezone.utc))
+    lines.append(f"look at this run ({_stamp(began)} .. {_stamp(ended)})")
+    lines += query_hints(command, config, names[0], began, ended)
     err.write("\n".join(lines) + "\n")
     err.flush()

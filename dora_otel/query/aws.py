@@ -30,7 +30,14 @@ import orjson
 
 from dora_otel.logs import OTLP_RENAMED
 from dora_otel.protocols import LedgerReader
-from dora_otel.query.sources import LogLines, LogsUnavailable, Region, describe_reader, merge_regions, unique_lines
+from dora_otel.query.sources import (
+    LogLines,
+    LogsUnavailable,
+    Region,
+    describe_reader,
+    merge_regions,
+    unique_lines,
+)
 
 __all__ = ["AwsSource", "InsightsReader", "decision_insights_query", "line_from_event", "log_group"]
 
@@ -252,6 +259,7 @@ class AwsSource:
                  use_logs: bool = True, timeout_s: float = 30.0, poll_s: float = 0.5,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.env = env
+        self.journal_dir: Any = None  # a local journal to check for unshipped records (query.completeness)
         if reader == "dynamodb":
             from dora_otel.sinks.dynamodb import DynamoDBSink
 

@@ -3,9 +3,9 @@
 
 Owns the command-line surface: options, choosing the backend (`--ledger sqlite|dynamodb`, default
 DORA_LEDGER else sqlite; `--logs` file|cloudwatch|none, default file for SQLite and CloudWatch for
-DynamoDB), and the exit codes: 0 success / clean, 1 reconcile found mismatches, 2 usage errors
-(bad time, unknown decision id, missing data directory) — raised here as ValueError, which
-`dora_otel.cli.main` prints as one line.
+DynamoDB), where each output goes (a terminal gets the human answer; a pipe gets the machine one)
+and which exit code each outcome has (the table in :mod:`dora_otel.query.output`): usage errors
+are raised as ValueError, the others as CliError; `dora_otel.cli.main` prints either as one line.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Any, TextIO
 
 from dora_otel import config as cfg
 from dora_otel.protocols import SinkError
+from dora_otel.query.output import EXIT_TABLE, CliError, Exit
+from dora_otel.query.sources import LogsUnavailable
 from dora_otel.query.times import parse_duration, parse_time
 
 __all__ = ["add_commands", "build_source"]
@@ -30,17 +33,25 @@ _EXPLAIN_EPILOG = """examples:
   dora-otel explain 4bf92f3577b34da6a3ce929d0e0e4736
   DORA_LEDGER=dynamodb AWS_PROFILE=dora-reader dora-otel explain 4bf92f3577b34da6a3ce929d0e0e4736
 
-verdicts per expected order: NOT_SENT, REJECTED, UNKNOWN, RESTING, FILLED, PARTIAL, CANCELLED
-(rules: dora_otel/query/verdicts.py)."""
+output: a summary of the window, the decision nearest AT in full, every decision with a mismatch
+(one line per slot), and how many healthy decisions were left out (--all, --limit N, --json).
+
+verdicts per expected order: NOT_SENT, REJECTED, UNKNOWN, RESTING, FILLED, PARTIAL, CANCELLED,
+SUPPRESSED (rules: dora_otel/query/verdicts.py).
+
+""" + EXIT_TABLE
 
 _RECONCILE_EPILOG = """examples:
   dora-otel reconcile --since '15 minutes ago'
   dora-otel reconcile --since 2026-11-24T04:00:00Z --until 2026-11-24T05:00:00Z
   dora-otel reconcile --since '1h ago' --live --order-source my_bot.kalshi:order_source
 
-exit codes: 0 every expected order accounted for, 1 mismatches (NOT_SENT, REJECTED, UNKNOWN, or the
-exchange disagrees with the ledger), 2 usage errors. Telemetry loss (log sequence gaps, ledger/log
-disagreements) is reported separately and does not change the exit code."""
+mismatches are NOT_SENT, REJECTED, UNKNOWN, or the exchange disagreeing with the ledger; suppressed
+slots (the bot said why it did not send them) are listed apart. Telemetry loss (log sequence gaps,
+ledger/log disagreements) and records that may not have reached the store yet are reported
+separately and do not change the exit code.
+
+""" + EXIT_TABLE
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -71,9 +82,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     explain.add_argument("decision_id", nargs="?", help="a decision id (32 hex: the decision's trace id)")
     explain.add_argument("--market", help="market ticker")
     explain.add_argument("--at", default=None, help="ISO-8601 time (naive = UTC) or '10 minutes ago', '2h ago', "
-                                                   "'now' (default: now)")
+                                                   "'now' (default: the market's latest decision)")
     explain.add_argument("--window", default="2m", help="decisions within AT ± WINDOW (default 2m)")
-    explain.add_argument("--json", action="store_true", help="one JSON document on stdout, for scripts")
+    explain.add_argument("--json", action="store_true", help="one JSON document on stdout with everything, for scripts")
+    shown = explain.add_mutually_exclusive_group()
+    shown.add_argument("--all", action="store_true", help="show every decision of the window in full, oldest first")
+    shown.add_argument("--limit", type=_positive_int, default=1, metavar="N",
+                       help="show the N decisions nearest AT in full (default 1); mismatches are always listed")
+    explain.add_argument("--verbose", "-v", action="store_true",
+                         help="full CloudWatch Logs Insights query and aws cli line, longer stacks")
     explain.set_defaults(handler=run_explain)
 
     reconcile = sub.add_parser(
@@ -91,12 +108,88 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                            help="with --live: a factory returning an OrderSource (dora_otel.protocols)")
     reconcile.add_argument("--settle", default="30s",
                            help="evidence younger than this is not judged for runs still going (default 30s)")
+    reconcile.add_argument("--json", action="store_true",
+                           help="the whole report as one JSON document on stdout (instead of the job lines)")
+    listed = reconcile.add_mutually_exclusive_group()
+    listed.add_argument("--all", action="store_true", help="list every mismatching slot (default: the first 20)")
+    listed.add_argument("--limit", type=_positive_int, default=20, metavar="N",
+                        help="list the first N mismatching slots (default 20)")
     reconcile.set_defaults(handler=run_reconcile)
+    _add_report_command(sub, common)
+
+
+_REPORT_EPILOG = """examples:
+  dora-otel report --since '30 minutes ago' --out incident.html
+  dora-otel report --market KXBTCD-26NOV24-T97000 --since 2026-11-24T04:00:00Z --until 2026-11-24T05:00:00Z
+
+The file is self-contained (inline SVG/CSS/JS, nothing fetched): mail it, attach it to the incident.
+
+""" + EXIT_TABLE
+
+
+def _add_report_command(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    report = sub.add_parser(
+        "report", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="write one self-contained HTML picture of a time range (a strip per market, a mark per decision)",
+        description="Write an HTML file: for each market a strip with one mark per decision on a real time axis, "
+                    "coloured by the decision's worst verdict; per decision a small timeline (decision -> place -> "
+                    "result -> cancel/fill, with latencies) and each slot's verdict, reasons and errors.",
+        epilog=_REPORT_EPILOG)
+    report.add_argument("--market", action="append", default=[], help="a market ticker (repeat for several; "
+                                                                        "default: every market)")
+    report.add_argument("--since", required=True, help="start of the range (ISO-8601 or '30 minutes ago')")
+    report.add_argument("--until", default="now", help="end of the range (default: now)")
+    report.add_argument("--out", default="dora-otel-report.html", metavar="FILE",
+                        help="where to write the HTML (default ./dora-otel-report.html; '-' for stdout)")
+    report.set_defaults(handler=run_report)
+
+
+def run_report(args: argparse.Namespace, *, dynamodb_client: Any = None) -> int:
+    from dora_otel.query.report import build_report, render_html
+
+    since, until = parse_time(args.since), parse_time(args.until)
+    if until < since:
+        raise ValueError(f"--until ({args.until}) is before --since ({args.since})")
+    args.logs = "none"  # the picture comes from the ledger alone
+    source = build_source(args, dynamodb_client=dynamodb_client)
+    try:
+        report = build_report(source, since, until, args.market)
+    except SinkError as exc:
+        raise _unreachable(source, exc) from exc
+    except LookupError as exc:
+        raise CliError(str(exc), Exit.NOT_FOUND) from exc
+    finally:
+        source.close()
+    document = render_html(report)
+    if args.out == "-":
+        from dora_otel.query.output import Printer
+
+        Printer(sys.stdout).pieces(document[i:i + 16384] for i in range(0, len(document), 16384))
+    else:
+        Path(args.out).write_text(document, encoding="utf-8")
+        bad = sum(1 for items in report.markets.values() for d in items if any(v.mismatch for v in d.verdicts))
+        print(f"dora-otel report: {report.decisions} decision(s) in {len(report.markets)} market(s), {bad} with a "
+              f"mismatch -> {args.out}", file=sys.stderr)
+    if not report.decisions:
+        print(f"dora-otel report: no decisions between {args.since} and {args.until} (exit {int(Exit.NO_DATA)})",
+              file=sys.stderr)
+        return int(Exit.NO_DATA)
+    return int(Exit.OK)
 
 
 # ---------------------------------------------------------------------------------------------
 # backends
 # ---------------------------------------------------------------------------------------------
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
 
 def _env(value: str | None) -> str:
     env = value or os.environ.get(cfg.DORA_ENV, "").strip() or "demo"
@@ -117,7 +210,8 @@ def build_source(args: argparse.Namespace, *, logs_client: Any = None, dynamodb_
     logs = args.logs if args.logs != "auto" else ("cloudwatch" if ledger == "dynamodb" else "file")
     data_dir = _data_dir(args.data_dir)
     if (ledger != "dynamodb" or logs == "file") and not data_dir.is_dir():
-        raise ValueError(f"data directory {data_dir} does not exist; pass --data-dir or set DORA_DATA_DIR")
+        raise CliError(f"data directory {data_dir} does not exist; pass --data-dir or set DORA_DATA_DIR",
+                       Exit.NOT_FOUND)
     from dora_otel.query.aws import AwsSource
     from dora_otel.query.local import LocalSource
 
@@ -131,10 +225,14 @@ def build_source(args: argparse.Namespace, *, logs_client: Any = None, dynamodb_
             source = LocalSource(data_dir, env=env, reader=reader, use_logs=logs == "file")
             source.name = "dynamodb"
         source.parallel_reads = 8
+        # a bot on this machine may still hold records for DynamoDB in its journal
+        source.journal_dir = data_dir / "ledger" / "journal" if data_dir.is_dir() else None
         return source
     local = LocalSource(data_dir, env=env, use_logs=logs == "file")
     if logs == "cloudwatch":
-        return AwsSource(env, reader=local.reader, logs_client=logs_client, timeout_s=args.logs_timeout)
+        aws = AwsSource(env, reader=local.reader, logs_client=logs_client, timeout_s=args.logs_timeout)
+        aws.journal_dir = local.journal_dir
+        return aws
     return local
 
 
@@ -148,9 +246,18 @@ def _color(args: argparse.Namespace, stream: TextIO) -> bool:
 # explain
 # ---------------------------------------------------------------------------------------------
 
+def _unreachable(source: Any, exc: Exception) -> CliError:
+    return CliError(f"cannot read the ledger ({source.describe()}): {exc}", Exit.UNREACHABLE)
+
+
 def run_explain(args: argparse.Namespace, *, stdout: TextIO | None = None, logs_client: Any = None,
                 dynamodb_client: Any = None) -> int:
-    from dora_otel.query.explain import explain_decision, explain_market
+    from dora_otel.query.explain import (
+        ExplainError,
+        NoDecisions,
+        explain_decision,
+        explain_market,
+    )
     from dora_otel.query.render import render_explain, render_json
 
     out = stdout or sys.stdout
@@ -158,8 +265,10 @@ def run_explain(args: argparse.Namespace, *, stdout: TextIO | None = None, logs_
         raise ValueError("give a decision id or --market, not both")
     if not args.decision_id and not args.market:
         raise ValueError("give a decision id, or --market MARKET [--at TIME]")
+    if args.decision_id and not _DECISION_ID.match(args.decision_id.strip().lower()):
+        raise ValueError(f"decision id {args.decision_id!r} is not 32 lower-case hex characters (the decision's trace id)")
     window = parse_duration(args.window)
-    at = parse_time(args.at or "now")
+    at = parse_time(args.at) if args.at else None
     source = build_source(args, logs_client=logs_client, dynamodb_client=dynamodb_client)
     try:
         if args.decision_id:
@@ -167,14 +276,27 @@ def run_explain(args: argparse.Namespace, *, stdout: TextIO | None = None, logs_
         else:
             report = explain_market(source, args.market, at, window)
     except SinkError as exc:
-        raise ValueError(f"cannot read the ledger ({source.describe()}): {exc}") from exc
+        raise _unreachable(source, exc) from exc
+    except ExplainError as exc:
+        raise CliError(str(exc), Exit.NOT_FOUND) from exc
+    except NoDecisions as exc:
+        raise CliError(str(exc), Exit.NO_DATA) from exc
     finally:
         source.close()
     if args.json:
         render_json(report.to_dict(), out)
     else:
-        render_explain(report, out, color=_color(args, out))
-    return 0
+        render_explain(report, out, color=_color(args, out), limit=None if args.all else args.limit,
+                       verbose=args.verbose)
+    if not report.decisions:
+        if not args.json:
+            print(f"dora-otel explain: no decisions for {args.market} in the window (exit {int(Exit.NO_DATA)})",
+                  file=sys.stderr)
+        return int(Exit.NO_DATA)
+    return int(Exit.OK)
+
+
+_DECISION_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,34 +347,34 @@ class _Progress:
         self.shown = True
 
     def finish(self) -> None:
+        """Erase the bar: the answer that follows starts on a clean line."""
         if self.shown:
-            self.stream.write("\n")
+            self.stream.write("\r\033[K")
             self.stream.flush()
 
 
-def _setup_job_logging(env: str) -> Any:
-    """The reconciler is its own job: its RECONCILIATION_RESULT lines go out like every other
-    dora-otel line (same JSON shape and identity; over OTLP to /dora-bot/{env}/app when a collector
-    is configured), without a ledger or watchdog, and without spans (none are made)."""
-    import dora_otel
-    from dora_otel.config import ENVS, Config
-
-    endpoint = Config.resolve({}).otlp_endpoint
-    overrides: dict[str, Any] = dict(container_mode=True, ledger="off", watchdog_seconds=0,
-                                     service_name="dora-reconcile", sdk_disabled=not endpoint)
-    if env in ENVS:
-        overrides["env"] = env
-    return dora_otel.setup(**overrides)
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def run_reconcile(args: argparse.Namespace, *, order_source: Any = None, logs_client: Any = None,
-                  dynamodb_client: Any = None, setup_logging: bool = True) -> int:
-    import logging
+                  dynamodb_client: Any = None, setup_logging: bool = True, stdout: TextIO | None = None,
+                  stderr: TextIO | None = None) -> int:
+    """Where the output goes: ``--json``: the report as one document on stdout. A terminal on stdout:
+    the human summary there, and the job lines only over OTLP (when a collector is configured). A
+    pipe or file on stdout: the job lines there (one JSON object per line), the summary on stderr."""
+    from dora_otel.config import Config
+    from dora_otel.query.joblog import JobLines
+    from dora_otel.query.reconcile import ExchangeError, reconcile
+    from dora_otel.query.render import render_json, render_reconcile
 
-    from dora_otel.query.reconcile import reconcile
-    from dora_otel.query.render import render_reconcile
-
+    out, err = stdout or sys.stdout, stderr or sys.stderr
     since, until = parse_time(args.since), parse_time(args.until)
+    if until < since:
+        raise ValueError(f"--until ({args.until}) is before --since ({args.since})")
     settle = parse_duration(args.settle)
     if args.live and order_source is None:
         if not args.order_source:
@@ -261,22 +383,35 @@ def run_reconcile(args: argparse.Namespace, *, order_source: Any = None, logs_cl
     elif args.order_source and not args.live:
         raise ValueError("--order-source is only used with --live")
     source = build_source(args, logs_client=logs_client, dynamodb_client=dynamodb_client)
-    telemetry = _setup_job_logging(source.env) if setup_logging else None
-    log = logging.getLogger("dora_otel.reconcile")
-
-    def emit(level: int, event_type: str, message: str, fields: dict[str, Any]) -> None:
-        log.log(level, message, extra={"event_type": event_type, **fields})
-
-    progress = _Progress(sys.stderr)
+    if source.reader is None:
+        source.close()
+        raise CliError("reconcile needs a ledger to read: no SQLite ledger in the data directory "
+                       "(or pass --ledger dynamodb)", Exit.NOT_FOUND)
+    terminal = _is_tty(out)
+    human = out if terminal and not args.json else err
+    job = None
+    if setup_logging:
+        config = Config.resolve({})
+        lines_stream = None if (terminal or args.json) else out
+        job = JobLines(source.env, stream=lines_stream, endpoint=config.otlp_endpoint, protocol=config.otlp_protocol)
+    progress = _Progress(err if not terminal else out)
     try:
-        report = reconcile(source, since, until, order_source=order_source if args.live else None, emit=emit,
-                           progress=progress, settle=settle, now=datetime.now(timezone.utc))
+        report = reconcile(source, since, until, order_source=order_source if args.live else None,
+                           emit=job.emit if job is not None else None, progress=progress, settle=settle,
+                           now=datetime.now(timezone.utc))
     except SinkError as exc:
-        raise ValueError(f"cannot read the ledger ({source.describe()}): {exc}") from exc
+        raise _unreachable(source, exc) from exc
+    except LogsUnavailable as exc:
+        raise CliError(f"cannot read the log lines: {exc}", Exit.UNREACHABLE) from exc
+    except ExchangeError as exc:
+        raise CliError(str(exc), Exit.UNREACHABLE) from exc
     finally:
         progress.finish()
         source.close()
-        if telemetry is not None:
-            telemetry.shutdown(reason="reconcile finished")
-    render_reconcile(report, sys.stderr, color=_color(args, sys.stderr))
+        if job is not None:
+            job.close()
+    if args.json:
+        render_json(report.to_dict(), out)
+    else:
+        render_reconcile(report, human, color=_color(args, human), limit=None if args.all else args.limit)
     return report.exit_code

@@ -18,16 +18,25 @@ import bisect
 import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from dora_otel.query import completeness as completeness_mod
 from dora_otel.query.aws import decision_insights_query, log_group
-from dora_otel.query.sources import (EXECUTION_EVENTS, LogLines, Region, Source, records_from_lines,
-                                     records_from_spans)
+from dora_otel.query.sources import (
+    EXECUTION_EVENTS,
+    LogLines,
+    Region,
+    Source,
+    describe_reader,
+    records_from_lines,
+    records_from_spans,
+)
 from dora_otel.query.times import from_iso, iso
-from dora_otel.query.verdicts import SlotVerdict, Verdict, judge_decision
+from dora_otel.query.verdicts import SlotVerdict, Verdict, judge_decision, worst
 
-__all__ = ["DecisionReport", "ExplainError", "ExplainReport", "explain_decision", "explain_market", "jaeger_url"]
+__all__ = ["DecisionReport", "ExplainError", "ExplainReport", "NoDecisions", "explain_decision", "explain_market",
+           "jaeger_url"]
 
 JAEGER_URL = "http://localhost:16686/trace/{}"
 DEFAULT_WINDOW = timedelta(minutes=2)
@@ -41,6 +50,10 @@ _LINE_EVENTS = EXECUTION_EVENTS | {"DECISION_MADE"}
 
 class ExplainError(ValueError):
     """A question explain cannot answer as asked (unknown decision id, nothing to read)."""
+
+
+class NoDecisions(LookupError):
+    """No decision of the market at all (``--at`` not given and nothing found looking back)."""
 
 
 def jaeger_url(decision_id: str) -> str:
@@ -71,6 +84,19 @@ class DecisionReport:
     def jaeger_url(self) -> str:
         return jaeger_url(self.decision_id)
 
+    @property
+    def worst(self) -> Verdict | None:
+        """The worst slot verdict (None: no slots)."""
+        return worst(v.verdict for v in self.verdicts)
+
+    @property
+    def mismatch(self) -> bool:
+        return any(v.mismatch for v in self.verdicts)
+
+    @property
+    def suppressed(self) -> bool:
+        return any(v.verdict is Verdict.SUPPRESSED for v in self.verdicts)
+
     def insights(self) -> dict[str, Any]:
         """The ready CloudWatch Logs Insights query for this decision, and its time range."""
         start = from_iso(self.decision_ts) - timedelta(minutes=1) if self.decision_ts else None
@@ -92,6 +118,8 @@ class DecisionReport:
             "decision_id": self.decision_id,
             "market": self.market,
             "decision_ts": self.decision_ts,
+            "worst_verdict": self.worst.value if self.worst else None,
+            "mismatch": self.mismatch,
             "bot_run_id": self.bot_run_id,
             "loop": self.loop,
             "spread": self.spread,
@@ -118,11 +146,40 @@ class ExplainReport:
     unmatched_fills: list[dict[str, Any]]
     notes: list[str]
     logs_available: bool
+    completeness: completeness_mod.Completeness | None = None
+
+    def nearest(self) -> DecisionReport | None:
+        """The decision nearest the asked time (``question["at"]``), else the latest."""
+        if not self.decisions:
+            return None
+        at = self.question.get("at")
+        if not at:
+            return self.decisions[-1]
+        target = from_iso(at)
+
+        def distance(d: DecisionReport) -> float:
+            return abs((from_iso(d.decision_ts) - target).total_seconds()) if d.decision_ts else float("inf")
+        return min(reversed(self.decisions), key=distance)
+
+    def summary(self) -> dict[str, Any]:
+        nearest = self.nearest()
+        return {
+            "decisions": len(self.decisions),
+            "verdict_counts": verdict_counts(self.decisions),
+            "mismatched_decisions": [d.decision_id for d in self.decisions if d.mismatch],
+            "suppressed_decisions": [d.decision_id for d in self.decisions if d.suppressed],
+            "nearest_decision_id": nearest.decision_id if nearest else None,
+            "first_decision_ts": self.decisions[0].decision_ts if self.decisions else None,
+            "last_decision_ts": self.decisions[-1].decision_ts if self.decisions else None,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "question": self.question,
             "source": self.source,
+            "summary": self.summary(),
+            "complete": self.completeness.complete if self.completeness else None,
+            "completeness": self.completeness.to_dict() if self.completeness else None,
             "logs_available": self.logs_available,
             "notes": self.notes,
             "decisions": [d.to_dict() for d in self.decisions],
@@ -164,13 +221,41 @@ def explain_decision(source: Source, decision_id: str, *, window: timedelta = DE
     unmatched = _unmatched_fills(source, market, at - window, at + window) if market and at else []
     _hint_unmatched(reports, unmatched)
     return ExplainReport({"decision_id": decision_id}, _describe(source), reports, unmatched,
-                         notes + _logs_notes(logs), logs.available)
+                         notes + _logs_notes(logs), logs.available,
+                         _completeness(source, iso(at + window) if at else None, logs,
+                                       (at - window, at + window) if at else None))
 
 
-def explain_market(source: Source, market: str, at: datetime, window: timedelta = DEFAULT_WINDOW) -> ExplainReport:
-    """Explain every decision of ``market`` with ``at - window <= decision_ts <= at + window``."""
+def latest_decision_time(source: Source, market: str, now: datetime) -> datetime | None:
+    """The time of the market's latest decision up to ``now``, looking back up to 90 days (widening
+    steps, so a live bot costs one small read). None when there is none."""
+    if source.reader is None:
+        return None
+    for back in (timedelta(minutes=10), timedelta(hours=6), timedelta(days=7), timedelta(days=90)):
+        records = source.reader.decisions_for_market(market, iso(now - back), iso(now))
+        times = [str(r["decision_ts"]) for r in records if r.get("decision_ts")]
+        if times:
+            return from_iso(max(times))
+    return None
+
+
+def explain_market(source: Source, market: str, at: datetime | None, window: timedelta = DEFAULT_WINDOW, *,
+                   now: datetime | None = None) -> ExplainReport:
+    """Explain every decision of ``market`` with ``at - window <= decision_ts <= at + window``.
+    ``at`` None: the market's latest decisions (``at`` = its latest decision; raises NoDecisions
+    when it has none in the last 90 days)."""
+    if at is None:
+        current = now or datetime.now(timezone.utc)
+        at = latest_decision_time(source, market, current) if source.reader is not None else current
+        if at is None:
+            raise NoDecisions(f"no decisions for {market} in the last 90 days ({_describe(source)}); "
+                              "check the market ticker, or pass --at")
+        latest_note = [f"no --at given: showing the latest decisions (the last at {iso(at)})" if source.reader
+                       is not None else "no --at given and no ledger: showing the decisions around now"]
+    else:
+        latest_note = []
     start, end = at - window, at + window
-    notes: list[str] = []
+    notes: list[str] = list(latest_note)
     records_from = "ledger"
     found: dict[str, tuple[dict[str, Any] | None, list[dict[str, Any]]]] = {}
     if source.reader is not None:
@@ -188,11 +273,33 @@ def explain_market(source: Source, market: str, at: datetime, window: timedelta 
         notes.append(f"no decisions for {market} between {iso(start)} and {iso(end)}; try a wider --window or "
                      "check the market ticker")
         unmatched = _unmatched_fills(source, market, start, end)
-        return ExplainReport(question, _describe(source), [], unmatched, notes, True)
+        return ExplainReport(question, _describe(source), [], unmatched, notes, True,
+                             _completeness(source, iso(end), None, (start, end)))
     reports, logs = _build(source, found, market, records_from)
     unmatched = _unmatched_fills(source, market, start, end)
     _hint_unmatched(reports, unmatched)
-    return ExplainReport(question, _describe(source), reports, unmatched, notes + _logs_notes(logs), logs.available)
+    return ExplainReport(question, _describe(source), reports, unmatched, notes + _logs_notes(logs), logs.available,
+                         _completeness(source, iso(end), logs, (start, end)))
+
+
+def _completeness(source: Source, range_end: str | None, logs: LogLines | None,
+                  span: tuple[datetime, datetime] | None) -> completeness_mod.Completeness:
+    journal = getattr(source, "journal_dir", None)
+    health = getattr(source, "health_lines", None)
+    lines: list[dict[str, Any]] = []
+    if callable(health) and span is not None and source.reader is not None:
+        # the shipper's outage lines from a while before the range: an outage that began earlier counts
+        lines = health(span[0] - timedelta(hours=1), span[1] + DECISION_SPAN)
+    return completeness_mod.check(
+        store=describe_reader(source.reader) if source.reader is not None else "the log lines",
+        journal_dir=journal if source.reader is not None else None, range_end=range_end,
+        logs_read=logs.available if logs is not None else not _logs_off(source),
+        logs_note=logs.note if logs is not None else "log lines not read (--logs none)",
+        lines=lines)
+
+
+def _logs_off(source: Source) -> bool:
+    return getattr(source, "logs", True) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,7 +375,7 @@ def _context_lines(lines: Sequence[Mapping[str, Any]], found: Mapping[str, Any],
         made = per_run.get(line.get("bot_run_id"), [])
         at = bisect.bisect_left(made, (int(line.get("seq") or 0), "")) - 1
         owner = made[at][1] if at >= 0 else None
-        if owner in found:
+        if owner is not None and owner in found:
             out.setdefault(owner, []).append(dict(line))
     return out
 
@@ -362,19 +469,18 @@ def _timeline(record: Mapping[str, Any], events: Sequence[Mapping[str, Any]], li
 
     def add(seq: Any, ts: Any, event_type: str, fields: Mapping[str, Any], *, ledger: bool, log: bool,
             is_context: bool = False) -> None:
-        key = seq if seq is not None else ("noseq", len(entries))
+        run = fields.get("bot_run_id")
+        key = (run, seq) if seq is not None else ("noseq", len(entries))
         entry = entries.get(key)
         if entry is None:
-            entry = entries[key] = {"seq": seq, "ts": ts, "event_type": event_type, "in_ledger": False,
+            entry = entries[key] = {"seq": seq, "run": run, "ts": ts, "event_type": event_type, "in_ledger": False,
                                     "in_log": False, "context": is_context, "fields": {}}
         entry["in_ledger"] |= ledger
         entry["in_log"] |= log
         for k, v in fields.items():
             if v is not None and k not in entry["fields"]:
                 entry["fields"][k] = v
-        if ledger and ts:
-            entry["ts"] = ts
-        elif not entry["ts"]:
+        if ledger and ts or not entry["ts"]:
             entry["ts"] = ts
 
     if record:
@@ -387,10 +493,56 @@ def _timeline(record: Mapping[str, Any], events: Sequence[Mapping[str, Any]], li
     for ln in context:
         add(ln.get("seq"), ln.get("ts"), str(ln.get("event_type", "LOG")), _line_fields(ln), ledger=False, log=True,
             is_context=True)
-    out = sorted(entries.values(), key=lambda e: (e["seq"] if isinstance(e["seq"], int) else 1 << 62, str(e["ts"] or "")))
+    out = order_timeline(list(entries.values()))
+    base = record.get("decision_ts") if record else None
+    set_offsets(out, base)
     for entry in out:
         entry["text"] = summarize(entry)
     return out
+
+
+def order_timeline(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Entries in the order they happened: by the run's ``seq`` within a run (one counter per run,
+    so two events in the same millisecond keep their order), runs by their first event's time, and
+    entries without a seq by time. Times compare at the precision each has (ledger records carry
+    microseconds, log lines milliseconds)."""
+    runs: dict[Any, list[dict[str, Any]]] = {}
+    loose: list[dict[str, Any]] = []
+    for e in entries:
+        (runs.setdefault(e.get("run"), []) if isinstance(e.get("seq"), int) else loose).append(e)
+    chunks = []
+    for run_entries in runs.values():
+        run_entries.sort(key=lambda e: e["seq"])
+        chunks.append((min(str(e.get("ts") or "") for e in run_entries), run_entries))
+    chunks.sort(key=lambda c: c[0])
+    out = [e for _, run_entries in chunks for e in run_entries]
+    for e in sorted(loose, key=lambda e: str(e.get("ts") or "")):  # by time among the others
+        at = next((i for i, o in enumerate(out) if str(o.get("ts") or "") > str(e.get("ts") or "")), len(out))
+        out.insert(at, e)
+    return out
+
+
+def set_offsets(timeline: list[dict[str, Any]], base: str | None) -> None:
+    """``offset_ms`` of each entry from ``base`` (the decision's time), never decreasing along the
+    timeline: a log line's millisecond time can read earlier than the microsecond time of the
+    ledger record it follows, and that rounding must not show as time going backwards."""
+    if not base:
+        base = next((e.get("ts") for e in timeline if e.get("ts")), None)
+    if not base:
+        return
+    try:
+        origin = from_iso(base)
+    except ValueError:
+        return
+    last = 0.0
+    for e in timeline:
+        try:
+            offset = (from_iso(e["ts"]) - origin).total_seconds() * 1000 if e.get("ts") else last
+        except ValueError:
+            offset = last
+        last = max(last, offset)
+        e["offset_ms"] = round(last, 3)
+        e["clock_ts"] = iso(origin + timedelta(milliseconds=last))  # the time shown: never going back
 
 
 _RECORD_SKIP = frozenset({"kind", "sk", "env", "bot_version", "expires_at", "event_id", "trace_id", "span_id",
@@ -434,9 +586,14 @@ def summarize(entry: Mapping[str, Any]) -> str:
         return f"{slot}{status}  {f.get('error_type') or ''}: {f.get('error_msg') or ''}{latency}".replace("  : ", "  ")
     if kind == "ORDER_CANCEL":
         status = f.get("status") or "requested"
-        why = f": {f['error_msg']}" if f.get("error_msg") and status != "CANCELLED" else ""
+        reason = f.get("error_msg") or f.get("reason")
+        why = f": {reason}" if reason and status != "CANCELLED" else ""
         by = f.get("requested_by_decision_id")
-        return f"{slot}cancel order {f.get('order_id')}  {status}{why}" + (f"  (requested by {by[:8]}…)" if by else "")
+        latency = f"  {float(f['latency_ms']):.1f} ms" if isinstance(f.get("latency_ms"), (int, float)) else ""
+        return (f"{slot}cancel order {f.get('order_id')}  {status}{why}{latency}"
+                + (f"  (requested by {by[:8]}…)" if by else ""))
+    if kind == "ORDER_SUPPRESSED":
+        return f"{slot}not sent on purpose: {f.get('reason') or 'no reason given'}"
     if kind == "FILL":
         pnl = f"  pnl {f['pnl_delta']:+}" if isinstance(f.get("pnl_delta"), (int, float)) else ""
         return f"{slot}fill {order}{pnl}"

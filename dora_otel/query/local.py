@@ -22,7 +22,13 @@ import orjson
 
 from dora_otel.logs import log_file_path
 from dora_otel.protocols import LedgerReader
-from dora_otel.query.sources import LogLines, Region, describe_reader, merge_regions, unique_lines
+from dora_otel.query.sources import (
+    LogLines,
+    Region,
+    describe_reader,
+    merge_regions,
+    unique_lines,
+)
 from dora_otel.query.times import iso_ms
 
 __all__ = ["LocalSource", "LogFiles"]
@@ -31,6 +37,8 @@ _TS_PREFIX = b'{"ts":"'
 _TS_LEN = 23  # 2026-11-24T05:04:26.797
 _DID = b'"decision_id":"'
 _DECISION_MADE = b'"event_type":"DECISION_MADE"'
+_TARGET_LEDGER = b'"target":"execution_log"'
+_SHUTDOWN = b'"event_type":"SHUTDOWN"'
 _SLACK = timedelta(seconds=2)  # lines of different threads are out of time order by a little
 
 
@@ -206,6 +214,8 @@ class LocalSource:
         self.reader = reader
         self.logs = LogFiles(log_file_path(self.data_dir)) if use_logs else None
         self.spans_path = self.data_dir / "spans" / "spans.jsonl"
+        # the bot's ledger journal: records not yet shipped to the store read here (see query.completeness)
+        self.journal_dir: Path | None = self.data_dir / "ledger" / "journal"
 
     def describe(self) -> str:
         logs = log_file_path(self.data_dir) if self.logs is not None else "not read"
@@ -245,6 +255,14 @@ class LocalSource:
             return missing
         assert self.logs is not None
         return LogLines(unique_lines(self.logs.lines([(start, end)], lambda raw: True)))
+
+    def health_lines(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """The ledger shipper's outage / recovery lines and SHUTDOWN lines between ``start`` and
+        ``end`` (for query.completeness: is the ledger known to be behind?). Empty without logs."""
+        if self._no_logs() is not None:
+            return []
+        assert self.logs is not None
+        return list(self.logs.lines([(start, end)], lambda raw: _TARGET_LEDGER in raw or _SHUTDOWN in raw))
 
     def find_decision_lines(self, decision_id: str) -> LogLines:
         missing = self._no_logs()

@@ -12,6 +12,13 @@ tells **telemetry loss** apart from **trading failure**:
   counter, so a gap is a line that never arrived); reported as count and ranges per run.
 * *ledger/log loss*: a ledger record whose seq has no log line, or an event logged (ORDER_PLACE,
   ORDER_RESULT, ORDER_CANCEL, FILL, DECISION_MADE) with no ledger record.
+* *suppressed* slots (the bot said why it did not send them, ORDER_SUPPRESSED): listed apart with
+  their reasons, never mismatches.
+* *completeness* (:mod:`~dora_otel.query.completeness`): records of the range that may not have
+  reached the store read (unshipped journal records, a sink in an outage, logs not read).
+
+A range with no decisions at all is not "clean": its exit code is 4 (``Exit.NO_DATA``), since a
+dead bot and a wrong ``--env`` / ``--data-dir`` look exactly like that.
 
 Evidence younger than ``settle`` is not judged for runs that have not logged SHUTDOWN (lines and
 records may still be on their way). Output: one RECONCILIATION_RESULT event per decision with a
@@ -30,12 +37,20 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from dora_otel.protocols import OrderSource
+from dora_otel.query import completeness as completeness_mod
 from dora_otel.query.explain import log_only_events
-from dora_otel.query.sources import EXECUTION_EVENTS, Source
+from dora_otel.query.output import Exit, scrub_json, scrub_text
+from dora_otel.query.sources import EXECUTION_EVENTS, Source, describe_reader
 from dora_otel.query.times import iso, iso_ms
-from dora_otel.query.verdicts import CANCEL_OK, MISMATCH_VERDICTS, SlotVerdict, Verdict, judge_decision
+from dora_otel.query.verdicts import (
+    CANCEL_OK,
+    MISMATCH_VERDICTS,
+    SlotVerdict,
+    Verdict,
+    judge_decision,
+)
 
-__all__ = ["ReconcileError", "ReconcileReport", "reconcile", "seq_gaps"]
+__all__ = ["ExchangeError", "ReconcileError", "ReconcileReport", "reconcile", "seq_gaps"]
 
 Emit = Callable[[int, str, str, dict[str, Any]], None]
 LINE_SLACK = timedelta(minutes=1)
@@ -44,6 +59,10 @@ _LEDGER_EVENTS = EXECUTION_EVENTS | {"DECISION_MADE"}
 
 class ReconcileError(ValueError):
     """Reconcile cannot run as asked (no ledger to read)."""
+
+
+class ExchangeError(ReconcileError):
+    """The exchange's order source (``--live``) failed."""
 
 
 @dataclasses.dataclass
@@ -72,18 +91,26 @@ class ReconcileReport:
     live: dict[str, Any] | None
     logs_available: bool
     notes: list[str]
+    suppressed: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    completeness: completeness_mod.Completeness | None = None
 
     @property
     def clean(self) -> bool:
-        return not self.mismatched
+        """Every expected order of at least one decision accounted for (no decisions: not clean)."""
+        return not self.mismatched and self.decisions > 0
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.clean else 1
+        if self.mismatched:
+            return int(Exit.MISMATCHES)
+        return int(Exit.OK) if self.decisions else int(Exit.NO_DATA)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["clean"] = self.clean
+        out["exit_code"] = self.exit_code
+        out["complete"] = self.completeness.complete if self.completeness else None
+        out["completeness"] = self.completeness.to_dict() if self.completeness else None
         return out
 
 
@@ -182,16 +209,21 @@ def reconcile(source: Source, since: datetime, until: datetime, *, order_source:
             counts[v.verdict.value] = counts.get(v.verdict.value, 0) + 1
 
     per_decision: dict[str, dict[Any, dict[str, Any]]] = {}
+    suppressed: list[dict[str, Any]] = []
     for d in decisions:
         for v in verdicts[d["decision_id"]]:
             if v.verdict in MISMATCH_VERDICTS:
                 per_decision.setdefault(d["decision_id"], {})[v.slot] = _mismatch(v)
+            elif v.verdict is Verdict.SUPPRESSED:
+                suppressed.append({"decision_id": d["decision_id"], "market": d.get("market"),
+                                   "decision_ts": d.get("decision_ts"), "slot": v.slot, "reason": v.reason,
+                                   "client_order_id": v.client_order_id})
     live = None
     if order_source is not None:
         try:
             live = _check_live(order_source, decisions, verdicts, per_decision)
         except Exception as exc:
-            raise ReconcileError(f"the exchange's order source failed: {type(exc).__name__}: {exc}") from exc
+            raise ExchangeError(f"the exchange's order source failed: {type(exc).__name__}: {exc}") from exc
 
     notes = [] if logs.available else [f"log lines unavailable: {logs.note}; log loss not checked"]
     if logs.available and logs.note:
@@ -202,17 +234,25 @@ def reconcile(source: Source, since: datetime, until: datetime, *, order_source:
 
     mismatched = []
     by_id = {d["decision_id"]: d for d in decisions}
-    for decision_id, slots in per_decision.items():
+    for decision_id, found in per_decision.items():
         d = by_id[decision_id]
         mismatched.append(DecisionMismatches(decision_id, d.get("market"), d.get("decision_ts"), d.get("bot_run_id"),
-                                             [slots[k] for k in sorted(slots, key=lambda s: (isinstance(s, str), s))]))
+                                             [found[k] for k in sorted(found, key=lambda s: (isinstance(s, str), s))]))
     mismatched.sort(key=lambda m: (m.decision_ts or "", m.decision_id))
     report = ReconcileReport(
         since=iso(since), until=iso(until), source=_describe(source), decisions=total,
         slots=sum(counts.values()), verdict_counts=counts, mismatched=mismatched, telemetry_loss=telemetry_loss,
-        ledger_loss=ledger_loss, live=live, logs_available=logs.available, notes=notes)
+        ledger_loss=ledger_loss, live=live, logs_available=logs.available, notes=notes, suppressed=suppressed,
+        completeness=completeness_mod.check(
+            store=describe_reader(reader), journal_dir=getattr(source, "journal_dir", None), range_end=iso(until),
+            logs_read=logs.available, logs_note=logs.note, lines=logs.lines))
+    if total == 0:
+        report.notes.append(f"no decisions between {iso(since)} and {iso(until)} in {describe_reader(reader)}: "
+                            "a bot that stopped deciding, or the wrong --env / --data-dir / --ledger")
     if emit is not None:
-        _emit(report, emit)
+        def scrubbed(level: int, event_type: str, message: str, fields: dict[str, Any]) -> None:
+            emit(level, event_type, scrub_text(message), scrub_json(fields))  # the one output path
+        _emit(report, scrubbed)
     return report
 
 
@@ -281,8 +321,9 @@ def _log_gaps(lines: Sequence[Mapping[str, Any]], since: datetime, until: dateti
         if not inside:
             continue
         lo, hi = min(inside), max(inside)
-        if settled[run] is not None:
-            hi = min(hi, settled[run])  # type: ignore[type-var]
+        limit = settled[run]
+        if limit is not None:
+            hi = min(hi, limit)
         gaps = seq_gaps((int(ln["seq"]) for ln in run_lines), lo, hi) if hi >= lo else []
         if gaps:
             out[run] = {"missing": sum(b - a + 1 for a, b in gaps), "ranges": gaps, "first_seq": lo, "last_seq": hi,
@@ -346,6 +387,9 @@ def _emit(report: ReconcileReport, emit: Emit) -> None:
         "ledger_records_without_log_line": len(ledger["records_without_log_line"]),
         "log_events_missing_from_ledger": len(ledger["log_events_missing_from_ledger"]),
         "logs_checked": report.logs_available,
+        "suppressed_slots": len(report.suppressed),
+        "complete": report.completeness.complete if report.completeness else None,
+        "exit_code": report.exit_code,
     }
     if report.live is not None:
         fields["exchange_mismatches"] = report.live["mismatches"]
@@ -354,5 +398,7 @@ def _emit(report: ReconcileReport, emit: Emit) -> None:
             f"{len(report.mismatched)} with mismatches; telemetry: {lost} log lines lost, "
             f"{len(ledger['records_without_log_line'])} ledger records without log line, "
             f"{len(ledger['log_events_missing_from_ledger'])} logged events missing from the ledger")
-    level = logging.WARNING if report.mismatched or lost or any(ledger.values()) else logging.INFO
+    if report.decisions == 0:
+        text = f"reconcile {report.since}..{report.until}: no decisions in this range"
+    level = logging.WARNING if report.mismatched or lost or any(ledger.values()) or not report.decisions else logging.INFO
     emit(level, "LOG", text, fields)

@@ -31,7 +31,7 @@ __all__ = [
     "records_from_spans",
 ]
 
-EXECUTION_EVENTS = frozenset({"ORDER_PLACE", "ORDER_RESULT", "ORDER_CANCEL", "FILL"})
+EXECUTION_EVENTS = frozenset({"ORDER_PLACE", "ORDER_RESULT", "ORDER_CANCEL", "FILL", "ORDER_SUPPRESSED"})
 Region = tuple[datetime, datetime]
 
 
@@ -120,15 +120,20 @@ _LINE_ONLY = frozenset({"ts", "level", "service", "message", "logger", "event_ty
 def records_from_lines(lines: Iterable[Mapping[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """Rebuild ledger-shaped records from log lines (the same fields, the same seq).
 
-    Returns ``(decisions by id, execution records by decision_id)``. A cancel's outcome is not on
-    its ORDER_CANCEL line: it is CANCEL_FAILED / CANCEL_UNKNOWN when an ERROR line for the same
-    order says so, else taken as CANCELLED. Records carry ``"source": "log"``.
+    Returns ``(decisions by id, execution records by decision_id)``. A run that logs cancel
+    outcomes (an ORDER_CANCEL line with a ``status``, after the request line without one) is read as
+    written. For a run from before that (request lines only), a cancel is CANCEL_FAILED /
+    CANCEL_UNKNOWN when an ERROR line for the same order says so, else taken as CANCELLED.
+    Records carry ``"source": "log"``.
     """
     lines = list(lines)
     cancel_errors: dict[tuple[Any, Any], dict[str, Any]] = {}
+    runs_with_outcomes: set[Any] = set()
     for line in lines:
         if line.get("event_type") == "ERROR" and str(line.get("status", "")).startswith("CANCEL_"):
             cancel_errors[(line.get("bot_run_id"), line.get("order_id"))] = dict(line)
+        if line.get("event_type") == "ORDER_CANCEL" and line.get("status"):
+            runs_with_outcomes.add(line.get("bot_run_id"))
     decisions: dict[str, dict[str, Any]] = {}
     events: dict[str, list[dict[str, Any]]] = {}
     for line in lines:
@@ -153,7 +158,7 @@ def records_from_lines(lines: Iterable[Mapping[str, Any]]) -> tuple[dict[str, di
         if not decision_id:
             continue
         record.update(kind="execution", event_type=kind, decision_id=decision_id)
-        if kind == "ORDER_CANCEL":
+        if kind == "ORDER_CANCEL" and line.get("bot_run_id") not in runs_with_outcomes:
             err = cancel_errors.get((line.get("bot_run_id"), line.get("order_id")))
             if err is not None and int(err.get("seq") or 0) > int(line.get("seq") or 0):
                 record.update(status=err.get("status"), error_type=err.get("error_type"), error_msg=err.get("error_msg"))

@@ -11,12 +11,15 @@ its client_order_id), each paired with the ORDER_RESULT that answered it.
 Rules, first match wins (``filled`` = the sum of the slot's FILL sizes; ``size`` = the target's):
 
 ====  ==========  ===================================================================================
+ 0    SUPPRESSED  no ORDER_PLACE (and no result, cancel or fill), and an ORDER_SUPPRESSED record says
+                  why the bot deliberately did not send it (risk limit, rate limit, halt); ``reason``
+                  is the bot's reason. Not a mismatch: the bot did what it meant to do.
  1    NOT_SENT    no ORDER_PLACE (and no result, cancel or fill) for the slot: the bot decided the
                   order but never sent it (risk block, crash, a bug between decision and placement).
  2    FILLED      ``filled >= size`` (fills are proof the order was live, whatever the results said).
  3    PARTIAL     ``0 < filled < size``, whether or not the rest was cancelled later.
- 4    REJECTED    the last *definitive* result (ACCEPTED or REJECTED) is REJECTED; ``reason`` is the
-                  exchange's error message.
+ 4    REJECTED    the last *definitive* result (ACCEPTED, DUPLICATE or REJECTED) is REJECTED; ``reason``
+                  is the exchange's error message.
  5    CANCELLED   a cancel of the slot's order succeeded and nothing filled.
  6    UNKNOWN     ACCEPTED, then a cancel failed with "not found" and nothing filled: the exchange does
                   not know an order it acknowledged (it dropped it). Noted as such.
@@ -25,7 +28,14 @@ Rules, first match wins (``filled`` = the sum of the slot's FILL sizes; ``size``
                   may or may not be live (a later fill for the slot would resolve it, rule 2/3).
 ====  ==========  ===================================================================================
 
-``mismatch`` verdicts (what `reconcile` reports): NOT_SENT, REJECTED, UNKNOWN.
+A result with status DUPLICATE (Kalshi's 409 for a client_order_id it already has: an earlier
+attempt landed) means the order exists on the exchange: it counts as ACCEPTED for rules 4-7, never
+as REJECTED. ORDER_CANCEL comes as two records: the request (no ``status``) before the call and the
+outcome (``status`` CANCELLED / CANCEL_FAILED / CANCEL_UNKNOWN) after it; only outcomes decide a
+verdict, and a request with no outcome is noted (the process may have died during the call).
+
+``mismatch`` verdicts (what `reconcile` reports): NOT_SENT, REJECTED, UNKNOWN. SUPPRESSED slots are
+counted apart. :data:`SEVERITY` orders verdicts from worst to best (a decision's colour in a report).
 """
 
 from __future__ import annotations
@@ -38,12 +48,14 @@ from typing import Any
 
 __all__ = [
     "MISMATCH_VERDICTS",
+    "SEVERITY",
     "Attempt",
     "SlotVerdict",
     "Verdict",
     "cancel_says_not_found",
     "judge_decision",
     "judge_slot",
+    "worst",
 ]
 
 
@@ -55,13 +67,18 @@ class Verdict(str, enum.Enum):
     FILLED = "FILLED"
     PARTIAL = "PARTIAL"
     CANCELLED = "CANCELLED"
+    SUPPRESSED = "SUPPRESSED"
 
     def __str__(self) -> str:
         return self.value
 
 
 MISMATCH_VERDICTS = frozenset({Verdict.NOT_SENT, Verdict.REJECTED, Verdict.UNKNOWN})
-DEFINITIVE = ("ACCEPTED", "REJECTED")
+# worst first: a decision is as bad as its worst slot
+SEVERITY = (Verdict.UNKNOWN, Verdict.REJECTED, Verdict.NOT_SENT, Verdict.SUPPRESSED, Verdict.PARTIAL,
+            Verdict.RESTING, Verdict.CANCELLED, Verdict.FILLED)
+DUPLICATE = "DUPLICATE"  # Kalshi 409, duplicate client_order_id: an earlier attempt exists
+DEFINITIVE = ("ACCEPTED", DUPLICATE, "REJECTED")
 CANCEL_OK = "CANCELLED"
 
 # Kalshi answers a cancel of an order it does not have with 404 / "not_found"; other exchanges word it
@@ -69,9 +86,19 @@ CANCEL_OK = "CANCELLED"
 _NOT_FOUND = re.compile(r"not[\s_-]?found|\b404\b|does not exist|no such order|unknown order", re.IGNORECASE)
 
 
+def worst(verdicts: Iterable[Verdict]) -> Verdict | None:
+    """The worst of ``verdicts`` by :data:`SEVERITY` (None for none)."""
+    return min(verdicts, key=SEVERITY.index, default=None)
+
+
+def is_cancel_outcome(cancel: Mapping[str, Any]) -> bool:
+    """An ORDER_CANCEL record with a ``status`` is the outcome; without one, the request."""
+    return bool(cancel.get("status"))
+
+
 def cancel_says_not_found(cancel: Mapping[str, Any]) -> bool:
     """A failed cancel whose error says the exchange does not know the order."""
-    if cancel.get("status") == CANCEL_OK:
+    if cancel.get("status") == CANCEL_OK or not is_cancel_outcome(cancel):
         return False
     if cancel.get("http_status") == 404:
         return True
@@ -125,6 +152,7 @@ class SlotVerdict:
     size: float | None = None
     reason: str | None = None
     note: str | None = None
+    suppressed: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def mismatch(self) -> bool:
@@ -148,6 +176,8 @@ class SlotVerdict:
             "attempts": [a.to_dict() for a in self.attempts],
             "cancels": [_cancel_view(c) for c in self.cancels],
             "fills": [_fill_view(f) for f in self.fills],
+            "suppressed": [{k: r[k] for k in ("event_ts", "seq", "reason") if r.get(k) is not None}
+                           for r in self.suppressed],
         }
         return out
 
@@ -159,7 +189,7 @@ def _num(value: float | None) -> float | int | None:
 
 
 def _cancel_view(c: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("event_ts", "seq", "status", "order_id", "latency_ms", "error_type", "error_msg",
+    keys = ("event_ts", "seq", "status", "order_id", "latency_ms", "error_type", "error_msg", "reason",
             "requested_by_decision_id")
     return {k: c[k] for k in keys if c.get(k) is not None}
 
@@ -187,6 +217,7 @@ def judge_slot(slot: int | str, expected: Mapping[str, Any] | None, events: Sequ
     attempts: list[Attempt] = []
     cancels: list[dict[str, Any]] = []
     fills: list[dict[str, Any]] = []
+    suppressed: list[dict[str, Any]] = []
     for record in ordered:
         kind = record.get("event_type")
         if kind == "ORDER_PLACE":
@@ -201,6 +232,8 @@ def judge_slot(slot: int | str, expected: Mapping[str, Any] | None, events: Sequ
             cancels.append(dict(record))
         elif kind == "FILL":
             fills.append(dict(record))
+        elif kind == "ORDER_SUPPRESSED":
+            suppressed.append(dict(record))
     coid = coid or next((a.client_order_id for a in attempts if a.client_order_id), None)
     size = _size((expected or {}).get("size"))
     if size is None:
@@ -209,10 +242,17 @@ def judge_slot(slot: int | str, expected: Mapping[str, Any] | None, events: Sequ
     order_id = next((a.result.get("order_id") for a in reversed(attempts) if a.result and a.result.get("order_id")), None)
     order_id = order_id or next((c.get("order_id") for c in cancels if c.get("order_id")), None)
     out = SlotVerdict(slot, Verdict.UNKNOWN, dict(expected) if expected is not None else None, coid, order_id,
-                      attempts, cancels, fills, filled, size)
+                      attempts, cancels, fills, filled, size, suppressed=suppressed)
     cancelled = [c for c in cancels if c.get("status") == CANCEL_OK]
-    failed_cancels = [c for c in cancels if c.get("status") != CANCEL_OK]
+    failed_cancels = [c for c in cancels if is_cancel_outcome(c) and c.get("status") != CANCEL_OK]
+    outcomes = {(c.get("bot_run_id"), c.get("order_id")) for c in cancels if is_cancel_outcome(c)}
+    unanswered = [c for c in cancels if not is_cancel_outcome(c) and (c.get("bot_run_id"), c.get("order_id")) not in outcomes]
 
+    if not attempts and not cancels and not fills and suppressed:
+        out.verdict = Verdict.SUPPRESSED
+        out.reason = str(suppressed[-1].get("reason") or "no reason given")
+        out.note = f"not sent on purpose: {out.reason}"
+        return out
     if not attempts and not cancels and not fills:
         out.verdict = Verdict.NOT_SENT
         out.note = "no ORDER_PLACE for this slot: the order was decided but never sent"
@@ -236,7 +276,9 @@ def judge_slot(slot: int | str, expected: Mapping[str, Any] | None, events: Sequ
         out.verdict = Verdict.CANCELLED
         out.note = "cancelled, nothing filled"
         return out
-    if last is not None:  # ACCEPTED
+    if last is not None:  # ACCEPTED, or DUPLICATE (the order exists from an earlier attempt)
+        dup = " (a retry was answered DUPLICATE: an earlier attempt is on the exchange)" \
+            if any(a.status == DUPLICATE for a in attempts) else ""
         lost = [c for c in failed_cancels if cancel_says_not_found(c)]
         if lost:
             out.verdict = Verdict.UNKNOWN
@@ -246,9 +288,14 @@ def judge_slot(slot: int | str, expected: Mapping[str, Any] | None, events: Sequ
         out.verdict = Verdict.RESTING
         if failed_cancels:
             c = failed_cancels[-1]
-            out.note = f"accepted; cancel {str(c.get('status') or 'failed').lower()}: {c.get('error_msg')}; may still rest"
+            why = c.get("error_msg") or c.get("reason")
+            out.note = f"accepted; cancel {str(c.get('status') or 'failed').lower()}: {why}; may still rest"
+        elif unanswered:
+            out.note = ("accepted; a cancel was requested but no outcome was recorded (the process may have "
+                        "stopped during the call): may still rest")
         else:
             out.note = "accepted, no cancel or fill seen: resting on the book"
+        out.note += dup
         return out
     statuses = [a.status or "no result" for a in attempts]
     out.verdict = Verdict.UNKNOWN

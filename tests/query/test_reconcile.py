@@ -44,7 +44,8 @@ def test_a_clean_run_reconciles_with_exit_0(clean_run):
     s = summary(lines)
     assert s["clean"] is True and s["decisions"] > 50 and s["mismatched_decisions"] == 0
     assert s["log_lines_missing"] == 0 and s["ledger_records_without_log_line"] == 0
-    assert s["service"] == "dora-reconcile" and lines[0]["event_type"] == "STARTUP"
+    # the job's lines are its results only: no STARTUP/SHUTDOWN claiming "ledger": "off" while it reads one
+    assert s["service"] == "dora-reconcile" and {line["event_type"] for line in lines} == {"LOG"}
     assert "clean (exit 0)" in proc.stderr
 
 
@@ -175,9 +176,9 @@ def test_live_needs_an_order_source_factory(clean_run):
     assert "Traceback" not in proc.stderr
 
 
-def test_usage_errors_exit_2(clean_run, tmp_path):
+def test_usage_errors_exit_2_and_a_missing_data_dir_3(clean_run, tmp_path):
     assert dora_cli("reconcile", "--since", "whenever", "--data-dir", str(clean_run.data_dir)).returncode == 2
-    assert dora_cli("reconcile", "--since", "1h ago", "--data-dir", str(tmp_path / "missing")).returncode == 2
+    assert dora_cli("reconcile", "--since", "1h ago", "--data-dir", str(tmp_path / "missing")).returncode == 3
     proc = dora_cli("reconcile", "--since", "now", "--until", "1h ago", "--data-dir", str(clean_run.data_dir))
     assert proc.returncode == 2 and "before --since" in proc.stderr
 
@@ -207,11 +208,11 @@ def test_live_from_the_command_line_uses_the_factory(clean_run, tmp_path):
     assert results and all("it does not know the order" in m["detail"] for r in results for m in r["mismatches"])
 
 
-def test_an_unreachable_dynamodb_is_one_clear_line_not_a_traceback(clean_run):
+def test_an_unreachable_dynamodb_is_one_clear_line_not_a_traceback_exit_5(clean_run):
     env = clean_env(AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:9", AWS_REGION="us-east-1",
                     AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x")
     proc = dora_cli("explain", "0123456789abcdef0123456789abcdef", "--ledger", "dynamodb", "--logs", "none", env=env)
-    assert proc.returncode == 2 and "cannot read the ledger (ledger DynamoDB dora_decision_log_demo" in proc.stderr
+    assert proc.returncode == 5 and "cannot read the ledger (ledger DynamoDB dora_decision_log_demo" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -228,7 +229,7 @@ def test_the_progress_bar_shows_only_on_a_tty_for_long_ranges():
         for done in range(1, 41):
             bar(done, 40)
         bar.finish()
-    assert "40/40" in tty.getvalue() and tty.getvalue().endswith("\n") and pipe.getvalue() == ""
+    assert "40/40" in tty.getvalue() and tty.getvalue().endswith("\r\033[K") and pipe.getvalue() == ""
     short = Tty()
     _Progress(short)(1, 3)
     assert short.getvalue() == ""

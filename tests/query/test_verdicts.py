@@ -129,3 +129,41 @@ def test_events_are_joined_to_slots_by_client_order_id_or_order_id_when_the_slot
 
 def test_mismatch_verdicts_are_the_ones_reconcile_reports():
     assert MISMATCH_VERDICTS == {Verdict.NOT_SENT, Verdict.REJECTED, Verdict.UNKNOWN}
+
+
+# --- issue 9: DUPLICATE results, why-not records, cancel request vs outcome --------------------------
+
+def test_a_retry_answered_duplicate_means_the_order_exists_never_rejected():
+    # a timeout (UNKNOWN), the retry with the same client_order_id gets Kalshi's 409: the first one landed
+    dup = result("UNKNOWN"), place(), ev("ORDER_RESULT", status="DUPLICATE", error_msg="409 order_already_exists")
+    out = judge_slot(0, TARGET, [place(), *dup])
+    assert out.verdict is Verdict.RESTING and "DUPLICATE" in out.note
+    assert verdict(place(), *dup, cancel("CANCELLED")) is Verdict.CANCELLED
+    assert verdict(place(), *dup, fill(10)) is Verdict.FILLED
+    assert verdict(place(), result("REJECTED"), place(), ev("ORDER_RESULT", status="DUPLICATE")) is Verdict.RESTING
+
+
+def test_a_suppressed_slot_carries_the_bots_reason_and_is_not_a_mismatch():
+    out = judge_slot(0, TARGET, [ev("ORDER_SUPPRESSED", reason="rate limit budget exhausted")])
+    assert out.verdict is Verdict.SUPPRESSED and out.reason == "rate limit budget exhausted"
+    assert "rate limit budget exhausted" in out.detail() and not out.mismatch
+    verdicts, _ = judge_decision([TARGET, {"slot": 1, "side": "no", "price": 0.5, "size": 10, "client_order_id": "c1"}],
+                                 [ev("ORDER_SUPPRESSED", slot=1, client_order_id="c1", reason="risk: max position")])
+    assert [v.verdict for v in verdicts] == [Verdict.NOT_SENT, Verdict.SUPPRESSED]
+
+
+def test_only_a_cancels_outcome_decides_and_a_request_without_one_is_noted():
+    request = ev("ORDER_CANCEL", order_id="o1")  # the record journaled before the call: no status
+    assert verdict(place(), result("ACCEPTED"), request, cancel("CANCELLED")) is Verdict.CANCELLED
+    out = judge_slot(0, TARGET, [place(), result("ACCEPTED"), request])
+    assert out.verdict is Verdict.RESTING and "no outcome was recorded" in out.note
+    out = judge_slot(0, TARGET, [place(), result("ACCEPTED"), request, cancel("CANCEL_FAILED", "order o1 not found")])
+    assert out.verdict is Verdict.UNKNOWN
+
+
+def test_worst_verdict_orders_failures_first():
+    from dora_otel.query.verdicts import worst
+
+    assert worst([Verdict.FILLED, Verdict.SUPPRESSED, Verdict.CANCELLED]) is Verdict.SUPPRESSED
+    assert worst([Verdict.FILLED, Verdict.REJECTED, Verdict.NOT_SENT]) is Verdict.REJECTED
+    assert worst([]) is None
