@@ -98,12 +98,11 @@ class OrderIndex:
         self.max_rows = max_rows
         self.flush_interval_s = flush_interval_s
         self._book = OrderBook(capacity)
-        self._pending: collections.deque[tuple[str, int, OrderRef]] = collections.deque()
+        self._pending: collections.deque[tuple[str, OrderRef]] = collections.deque()
         self._local = threading.local()
         self._wake = threading.Event()
         self._idle = threading.Condition()
-        self._written = 0  # adds written (or given up on) by the writer
-        self._added = 0
+        self._passes = 0  # writer passes completed
         self._closed = False
         self._broken = False
         self._last_prune = 0.0
@@ -118,8 +117,7 @@ class OrderIndex:
     def add(self, key: str, ref: OrderRef) -> None:
         """Remember ``key`` -> ``ref``. Thread: the bot's (order path): a dict insert and a deque append."""
         self._book.add(key, ref)
-        self._added += 1
-        self._pending.append((key, int(time.time()), ref))
+        self._pending.append((key, ref))
 
     # --- lookups ---------------------------------------------------------------------------------
     def find(self, *keys: Any) -> OrderRef | None:
@@ -187,9 +185,10 @@ class OrderIndex:
             self._wake.clear()
             closing = self._closed
             batch = []
+            created = int(time.time())  # to the second, for pruning: the writer's clock is close enough
             while self._pending:
                 try:
-                    key, created, ref = self._pending.popleft()
+                    key, ref = self._pending.popleft()
                 except IndexError:
                     break
                 batch.append((key, created, _encode(ref)))
@@ -203,7 +202,7 @@ class OrderIndex:
                     self._write_failed(exc, len(batch))
                     conn = None
             with self._idle:
-                self._written += len(batch)
+                self._passes += 1
                 self._idle.notify_all()
             if closing and not self._pending:
                 break
@@ -240,15 +239,17 @@ class OrderIndex:
     # --- lifecycle -------------------------------------------------------------------------------
     def flush(self, timeout_s: float = 2.0) -> bool:
         """Wait until every add so far is in the file. Thread: not the trading loop (blocks)."""
-        target = self._added
         deadline = time.monotonic() + timeout_s
+        with self._idle:
+            target = self._passes + 2  # a whole pass that began after this call
         self._wake.set()
         with self._idle:
-            while self._written < target:
+            while self._passes < target or self._pending:
                 left = deadline - time.monotonic()
                 if left <= 0 or self._thread is None or not self._thread.is_alive():
                     return False
-                self._idle.wait(left)
+                self._wake.set()
+                self._idle.wait(min(left, self.flush_interval_s))
         return True
 
     def close(self, timeout_s: float = 2.0) -> bool:
