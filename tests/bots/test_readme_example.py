@@ -13,7 +13,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -31,8 +31,8 @@ class ScriptedExchange(BaseHTTPRequestHandler):
     """Answers the order placements in turn: 201, 400 insufficient_balance, 503, too slow (timeout)."""
 
     protocol_version = "HTTP/1.1"
-    answers = [(201, 0.0), (400, 0.0), (503, 0.0), (201, 2.6)]
-    placed: list[dict[str, Any]] = []
+    answers = ((201, 0.0), (400, 0.0), (503, 0.0), (201, 2.6))
+    placed: ClassVar[list[dict[str, Any]]] = []
     lock = threading.Lock()
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -74,8 +74,8 @@ def test_readme_adoption_example_runs_and_classifies_like_kalshis_docs(tmp_path:
     env = dict(os.environ, KALSHI_API=f"http://127.0.0.1:{server.server_address[1]}",
                DORA_DATA_DIR=str(tmp_path / "data"), DORA_STRICT="true")
     try:
-        done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=60)
+        done = subprocess.run([sys.executable, str(script)], check=False, cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60)
     finally:
         server.shutdown()
         server.server_close()
