@@ -15,7 +15,9 @@ Run as a process (the test runs it twice on one data directory: a restart mid-ru
 - Risk: a target over the size limit is not sent; the risk check says so with
   `dora_otel.order_suppressed` (when the installed dora_otel has it) and writes it to suppressed.jsonl.
 - Fills: a poller THREAD reads GET /portfolio/fills (which carries only order_id) and calls
-  `dora_otel.record_fill(order_id=...)`; its cursor is kept in the data directory across restarts.
+  `dora_otel.record_fill(order_id=...)`; for an order id this process has not learned yet (a fill
+  racing the 409 look-up) it first GETs the order and passes its client_order_id too. Orders of the
+  earlier run are NOT looked up: order_id alone must join them. The cursor survives restarts.
 - At start with --cancel-leftovers: cancels the orders the exchange shows resting (an earlier run's).
   At the end: cancels, to confirm, its open orders the exchange no longer shows resting.
 """
@@ -27,6 +29,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -101,6 +104,7 @@ class Bot:
         self.data_dir = data_dir
         self.inside = inside
         self.open: dict[str, list[str]] = {}  # market -> order ids placed by its latest decision
+        self.known: set[str] = set()  # every order id this process learned (the fill poller reads it)
 
     # --- the strategy ------------------------------------------------------------------------------
     @dora_otel.decision_cycle(market="ticker", loop="loop")
@@ -135,6 +139,7 @@ class Bot:
                 answer = await self.client.create_order(ticker, target["side"], target["price"], target["size"],
                                                         client_order_id=coid)
                 self.open.setdefault(ticker, []).append(answer["order"]["order_id"])
+                self.known.add(answer["order"]["order_id"])
                 return
             except KalshiHTTPError as exc:
                 if exc.status_code == 409:  # the earlier attempt landed: find its order id
@@ -142,6 +147,7 @@ class Bot:
                     if order is not None:
                         dora_otel.link_order(coid, order["order_id"])
                         self.open.setdefault(ticker, []).append(order["order_id"])
+                        self.known.add(order["order_id"])
                     return
                 if exc.status_code < 500 and exc.status_code != 408:
                     return  # rejected
@@ -172,9 +178,11 @@ class Bot:
 class FillPoller(threading.Thread):
     """Reads fills on its own thread and reports each with record_fill(order_id=...) only."""
 
-    def __init__(self, client: Client, cursor_file: Path) -> None:
+    def __init__(self, client: Client, cursor_file: Path, known: set[str]) -> None:
         super().__init__(name="fill-poller", daemon=True)
         self.client = client
+        self.known = known
+        self.started = time.time()
         self.cursor_file = cursor_file
         self.cursor = int(cursor_file.read_text()) if cursor_file.exists() else 0
         self.stop = threading.Event()
@@ -183,7 +191,18 @@ class FillPoller(threading.Thread):
         page = self.client.request("GET", f"{PREFIX}/fills?cursor={self.cursor}")
         for fill in page.get("fills", []):
             price = fill.get("yes_price") if fill.get("side") == "yes" else fill.get("no_price")
-            dora_otel.record_fill(order_id=fill["order_id"], price=price, size=fill["count"], pnl_delta=0.0)
+            order_id = fill["order_id"]
+            coid = None
+            if order_id not in self.known:  # e.g. a 409'd order whose id the loop has not looked up yet
+                try:
+                    order = self.client.request("GET", f"{PREFIX}/orders/{order_id}")["order"]
+                    if order["created_time"] >= self.started:  # this run's order (not an earlier run's)
+                        coid = order["client_order_id"]
+                except KalshiHTTPError:
+                    pass
+            # an order of an earlier run: order_id alone joins it; with coid, dora-otel also learns the pair
+            dora_otel.record_fill(order_id=order_id, client_order_id=coid, price=price, size=fill["count"],
+                                  pnl_delta=0.0)
         self.cursor = int(page.get("cursor") or self.cursor)
         self.cursor_file.write_text(str(self.cursor))
 
@@ -199,7 +218,7 @@ async def run(args: argparse.Namespace) -> None:
     client = Client(args.base, timeout_s=args.timeout)
     bot = Bot(client, args.data_dir, set(filter(None, args.inside.split(","))))
     markets = args.markets.split(",")
-    poller = FillPoller(client, args.data_dir / "fill-cursor.txt")
+    poller = FillPoller(client, args.data_dir / "fill-cursor.txt", bot.known)
     poller.start()
     if args.cancel_leftovers:  # an earlier run's orders, unknown to this process
         await asyncio.gather(*(bot.cancel(o["order_id"]) for o in await client.resting_orders()))

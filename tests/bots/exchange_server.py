@@ -7,6 +7,7 @@ Paths (Kalshi Trade API v2 shapes):
   POST   /trade-api/v2/portfolio/orders                 -> 201 {"order": {...}} | 4xx/5xx {"error": {...}}
   DELETE /trade-api/v2/portfolio/orders/{order_id}      -> 200 {"order": {...}} | 404 not_found
   GET    /trade-api/v2/portfolio/orders?client_order_id=X | ?status=resting -> {"orders": [...]}
+  GET    /trade-api/v2/portfolio/orders/{order_id}      -> {"order": {...}} (with its client_order_id)
   GET    /trade-api/v2/portfolio/fills?cursor=N          -> {"fills": [...], "cursor": "M"}  (order_id only)
   POST   /admin/phase {"phase": 2}                       -> releases the fills held for the second run
 
@@ -55,13 +56,14 @@ class Order:
     filled: int = 0  # contracts filled (reported or not yet)
     reported: int = 0  # contracts in fills the bot could have fetched
     cancel_answers: list[int] = field(default_factory=list)
+    created_time: float = 0.0
 
     def public(self) -> dict[str, Any]:
         status = "resting" if self.status == "dropped" else self.status
         return {"order_id": self.order_id, "client_order_id": self.client_order_id, "ticker": self.ticker,
                 "side": self.side, "yes_price" if self.side == "yes" else "no_price": self.price,
                 "count": self.count, "status": status, "fill_count": self.filled,
-                "remaining_count": self.count - self.filled}
+                "remaining_count": self.count - self.filled, "created_time": self.created_time}
 
 
 class Exchange:
@@ -133,6 +135,7 @@ class Exchange:
     def _go_live(self, order: Order) -> None:
         order.order_id = str(uuid.UUID(bytes=hashlib.sha256(f"{self.seed}:{order.client_order_id}".encode()).digest()[:16]))
         self.by_id[order.order_id] = order
+        order.created_time = time.time()
         if order.fault == "drop":
             order.status = "dropped"
             return
@@ -168,6 +171,13 @@ class Exchange:
                 found = [o for o in found if o.order_id and o.status != "dropped"
                          and o.public()["status"] == query["status"][0]]
             return {"orders": [o.public() for o in found if o.order_id], "cursor": ""}
+
+    def get_order(self, order_id: str) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            order = self.by_id.get(order_id)
+            if order is None:
+                return 404, {"error": {"code": "not_found", "message": "order not found"}}
+            return 200, {"order": order.public()}
 
     def list_fills(self, cursor: int) -> dict[str, Any]:
         now = time.monotonic()
@@ -243,6 +253,8 @@ class _Handler(BaseHTTPRequestHandler):
         query = parse_qs(url.query)
         if url.path == f"{PREFIX}/orders":
             self._send(200, self.exchange.list_orders(query))
+        elif url.path.startswith(f"{PREFIX}/orders/"):
+            self._send(*self.exchange.get_order(url.path.rsplit("/", 1)[1]))
         elif url.path == f"{PREFIX}/fills":
             self._send(200, self.exchange.list_fills(int((query.get("cursor") or ["0"])[0] or 0)))
         else:

@@ -152,9 +152,7 @@ def test_fills_of_the_first_runs_orders_join_their_decisions_after_the_restart(r
     second_run_fills = fills_by_run[max(runs)]
     joined_late = [f for f in second_run_fills if any(f["decision_id"] == s["decision_id"] for s in first)]
     assert joined_late, "no fill recorded by the second run joined a decision of the first"
-    unmatched = [f for fs in fills_by_run.values() for f in fs if f["decision_id"].startswith("unmatched:")]
-    dup_ids = {o.order_id for o in result.exchange.orders.values() if 409 in o.answers}
-    assert not [f for f in unmatched if f["order_id"] not in dup_ids], unmatched
+    assert not [f for fs in fills_by_run.values() for f in fs if f["decision_id"].startswith("unmatched:")]
     assert late  # explain shows them on the first run's slots
 
 
