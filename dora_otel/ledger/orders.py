@@ -104,7 +104,6 @@ class OrderIndex:
         self._idle = threading.Condition()
         self._passes = 0  # writer passes completed
         self._closed = False
-        self._broken = False
         self._last_prune = 0.0
         self.disk_lookups = 0
         self.disk_hits = 0
@@ -126,7 +125,7 @@ class OrderIndex:
         if ref is not None:
             return ref
         wanted = [str(k) for k in keys if k is not None and k != ""]
-        if not wanted or self._broken:
+        if not wanted:
             return None
         ref = self._find_on_disk(wanted)
         if ref is not None:
@@ -192,7 +191,7 @@ class OrderIndex:
                 except IndexError:
                     break
                 batch.append((key, created, _encode(ref)))
-            if batch and not self._broken:
+            if batch:
                 try:
                     conn = conn or self._open_writer()
                     with conn:
