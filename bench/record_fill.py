@@ -20,13 +20,15 @@ Not a test: nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from opentelemetry.trace import SpanContext, TraceFlags
 
@@ -42,7 +44,7 @@ def main() -> int:
     from dora_otel.ledger.orders import OrderIndex, index_path
 
     data_dir = Path(tempfile.mkdtemp(prefix="dora-bench-fill-"))
-    devnull = open(os.devnull, "w")
+    devnull = open(os.devnull, "w")  # noqa: SIM115  (open for the whole run, like a bot's stdout)
     telemetry = dora_otel.setup(container_mode=True, stream=devnull, data_dir=data_dir, ledger="sqlite",
                                 install_signal_handlers=False, watchdog_seconds=0)
     runtime = _runtime.ACTIVE
@@ -71,31 +73,31 @@ def main() -> int:
 
     clock = time.thread_time
 
-    def timed(orders: Any, ids: Callable[[int], str]) -> float:
+    def timed(orders: Any, ids: Callable[..., str]) -> float:
         runtime.orders = orders
         start = clock()
         for i in range(args.fills):
-            dora_otel.record_fill(order_id=ids(i), price=0.45, size=1, pnl_delta=0.0)
+            dora_otel.record_fill(order_id=ids(i=i), price=0.45, size=1, pnl_delta=0.0)
         elapsed = clock() - start
         telemetry.flush(60)
         return elapsed / args.fills
 
     cases: dict[str, list[float]] = {"same run": [], "earlier run": [], "unknown": []}
     base_us: list[float] = []
-    timed(book, lambda i: f"now-{i}")  # warm up
+    timed(book, "now-{i}".format)  # warm up
     for r in range(args.rounds):
         fresh = OrderIndex(path)  # a restarted process: nothing of the earlier run in memory
         first = r * args.fills
-        measured = {
-            "same run": lambda: timed(index, lambda i: f"now-{i}"),
-            "earlier run": lambda: timed(fresh, lambda i: f"old-{first + i}"),
-            "unknown": lambda: timed(index, lambda i: f"nobody-{r}-{i}"),
+        measured: dict[str, Callable[[], float]] = {
+            "same run": functools.partial(timed, index, "now-{i}".format),
+            "earlier run": functools.partial(timed, fresh, lambda i, first=first: f"old-{first + i}"),
+            "unknown": functools.partial(timed, index, lambda i, r=r: f"nobody-{r}-{i}"),
         }
         for name, run in measured.items():
             if r % 2:
-                t, b = run(), timed(book, lambda i: f"now-{i}")
+                t, b = run(), timed(book, "now-{i}".format)
             else:
-                b, t = timed(book, lambda i: f"now-{i}"), run()
+                b, t = timed(book, "now-{i}".format), run()
             cases[name].append(t / b)
             base_us.append(b * 1e6)
         fresh.close()
@@ -123,7 +125,7 @@ def _add_cost(book: Any, index: Any, ref: Callable[[int, str], Any]) -> tuple[fl
             for i, one in enumerate(refs):
                 orders.add(f"add-{r}-{i}", one)
             timings.append((orders, (time.perf_counter_ns() - start) / len(refs)))
-        per = dict((id(o), t) for o, t in timings)
+        per = {id(o): t for o, t in timings}
         ratios.append(per[id(index)] / per[id(book)])
         idx_ns.append(per[id(index)])
         book_ns.append(per[id(book)])

@@ -91,13 +91,14 @@ def record_fill(runtime: _runtime.Runtime, market: str | None = None, side: Any 
     span = runtime.tracer.start_span("fill", context=parent_ctx, attributes=span_attributes(
         "FILL", record, ("market", "order_id", "client_order_id")))
     token = otel_context.attach(set_span_in_context(span))
-    decision_token = current_decision.set(DecisionRef(ref.decision_id, market, ref.span_context)) if ref else None
+    decision_token = (current_decision.set(DecisionRef(ref.decision_id, market, ref.span_context))
+                      if ref else None)
     try:
         if ref is not None:
             text = f"fill {side} {size}@{price} on {market}"
         else:
-            named = " ".join(f"{k} {v}" for k, v in (("order", order_id), ("client_order_id", client_order_id),
-                                                      ("on", market)) if v not in (None, ""))
+            ids = (("order", order_id), ("client_order_id", client_order_id), ("on", market))
+            named = " ".join(f"{k} {v}" for k, v in ids if v not in (None, ""))
             text = f"fill {size}@{price} {named} (matches no known order)"
         runtime.emit(logging.INFO, "FILL", text, fields)
     finally:

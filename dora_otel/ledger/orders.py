@@ -151,7 +151,8 @@ class OrderIndex:
         try:
             conn = self._reader()
             marks = ",".join("?" * len(keys))
-            rows = dict(conn.execute(f"SELECT key, ref FROM order_index WHERE key IN ({marks})", keys).fetchall())
+            query = f"SELECT key, ref FROM order_index WHERE key IN ({marks})"
+            rows = dict(conn.execute(query, keys).fetchall())
         except sqlite3.Error:
             return None  # no file yet, no table yet, locked beyond the timeout: a miss
         for key in keys:
@@ -261,7 +262,9 @@ class OrderIndex:
         return not self._pending
 
     def stats(self) -> dict[str, int]:
-        return {"disk_lookups": self.disk_lookups, "disk_hits": self.disk_hits, "write_errors": self.write_errors}
+        """Counters: lookups that went to the file, how many found the order, rows that could not be written."""
+        return {"disk_lookups": self.disk_lookups, "disk_hits": self.disk_hits,
+                "write_errors": self.write_errors}
 
     def _after_fork_in_child(self) -> None:
         self._local = threading.local()
@@ -277,7 +280,8 @@ def open_index(data_dir: str | os.PathLike[str], previous: Any = None) -> Any:
     try:
         return OrderIndex(index_path(data_dir))
     except Exception as exc:  # noqa: BLE001  (a thread that cannot start, a bad path: joins stay in memory)
-        _log.error("order index under %s unavailable (%s): fills after a restart will not join", data_dir, exc)
+        _log.error("order index under %s unavailable (%s): fills after a restart will not join",
+                   data_dir, exc)
         return previous if previous is not None else OrderBook()
 
 

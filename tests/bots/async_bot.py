@@ -58,7 +58,9 @@ class Client:
         self.timeout_s = timeout_s
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One HTTP call (blocking: run it in a thread). Raises KalshiHTTPError, TimeoutError or ConnectionError."""
+        """One HTTP call (blocking: run it in a thread).
+
+        Raises KalshiHTTPError, TimeoutError or ConnectionError."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.base + path, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
@@ -71,7 +73,8 @@ class Client:
             except ValueError:
                 payload = {}
             error = payload.get("error") if isinstance(payload.get("error"), dict) else payload
-            raise KalshiHTTPError(exc.code, error.get("code"), str(error.get("message") or exc.reason), payload) from None
+            message = str(error.get("message") or exc.reason)
+            raise KalshiHTTPError(exc.code, error.get("code"), message, payload) from None
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, (TimeoutError, socket.timeout)):
                 raise TimeoutError(f"{method} {path}: {exc.reason}") from None

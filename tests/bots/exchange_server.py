@@ -104,8 +104,9 @@ class Exchange:
         coid = str(body.get("client_order_id") or "")
         ticker, side, count = body.get("ticker"), body.get("side"), body.get("count")
         price = body.get("yes_price") if side == "yes" else body.get("no_price")
-        if not coid or not ticker or side not in ("yes", "no") or not isinstance(count, int) or not isinstance(price, int):
-            return 400, {"error": {"code": "invalid_order", "message": "invalid order", "details": "bad fields"}}, 0.0
+        if not (coid and ticker and side in ("yes", "no") and isinstance(count, int) and isinstance(price, int)):
+            error = {"code": "invalid_order", "message": "invalid order", "details": "bad fields"}
+            return 400, {"error": error}, 0.0
         with self.lock:
             order = self.orders.get(coid)
             if order is None:
@@ -133,7 +134,8 @@ class Exchange:
             return 201, {"order": order.public()}, delay
 
     def _go_live(self, order: Order) -> None:
-        order.order_id = str(uuid.UUID(bytes=hashlib.sha256(f"{self.seed}:{order.client_order_id}".encode()).digest()[:16]))
+        digest = hashlib.sha256(f"{self.seed}:{order.client_order_id}".encode()).digest()
+        order.order_id = str(uuid.UUID(bytes=digest[:16]))
         self.by_id[order.order_id] = order
         order.created_time = time.time()
         if order.fault == "drop":
@@ -143,10 +145,12 @@ class Exchange:
         order.status = "executed" if order.filled == order.count else "resting"
         if order.filled:
             # A partial fill arrives in two pieces; either piece may be held for the second run.
-            pieces = [order.filled] if order.filled == 1 else [order.filled - order.filled // 2, order.filled // 2]
+            half = order.filled // 2
+            pieces = [order.filled] if order.filled == 1 else [order.filled - half, half]
             phase = 2 if self._roll(order.client_order_id, "phase") < 0.4 else 1
             for i, size in enumerate(pieces):
-                fill = {"fill_id": f"{order.order_id}-{i}", "trade_id": uuid.uuid4().hex, "order_id": order.order_id,
+                fill = {"fill_id": f"{order.order_id}-{i}", "trade_id": uuid.uuid4().hex,
+                        "order_id": order.order_id,
                         "ticker": order.ticker, "side": order.side, "action": "buy", "count": size,
                         "yes_price" if order.side == "yes" else "no_price": order.price, "is_taker": False}
                 self.held.append((time.monotonic() + self.fill_delay_s * (i + 1), phase, fill))

@@ -105,7 +105,8 @@ def test_cancel_of_an_order_of_an_earlier_run_joins_its_decision(tmp_path: Path)
     assert records and all(r["slot"] == 0 for r in records)
 
 
-def test_a_fill_that_matches_nothing_is_recorded_unmatched_without_an_error_in_strict_mode(tmp_path: Path) -> None:
+def test_a_fill_that_matches_nothing_is_recorded_unmatched_without_an_error_in_strict_mode(
+        tmp_path: Path) -> None:
     run = Run(tmp_path)
     joined = dora_otel.record_fill(order_id="never-seen", price=0.3, size=2, pnl_delta=-0.01)
     lines = run.stop()
@@ -132,7 +133,8 @@ def test_a_fill_naming_no_order_at_all_is_still_a_schema_error_in_strict_mode(tm
 
 
 @pytest.mark.parametrize("how", ["link_order", "record_fill with both ids"])
-def test_order_id_learned_after_a_timed_out_placement_joins_later_fills_after_restart(tmp_path: Path, how: str) -> None:
+def test_order_id_learned_after_a_timed_out_placement_joins_later_fills_after_restart(
+        tmp_path: Path, how: str) -> None:
     run = Run(tmp_path)
     ex = Exchange()
     ex.fail_with = TimeoutError("read timed out")  # the order went live, the answer never came

@@ -46,7 +46,8 @@ def test_a_second_process_view_finds_orders_by_either_id_with_their_decision_and
         later.close()
 
 
-def test_an_unwritable_index_never_raises_and_says_so_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unwritable_index_never_raises_and_says_so_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("a regular file where a directory should be")
     index = OrderIndex(blocker / "ledger" / "orders.sqlite3", flush_interval_s=0.01)

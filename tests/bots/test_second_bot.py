@@ -170,8 +170,8 @@ def test_verdicts_equal_the_exchange_truth_where_main_already_handles_the_case(r
 
 @pytest.mark.xfail(strict=True, reason=NEEDS_BRANCHES)
 def test_every_slot_verdict_equals_the_exchange_truth(result: Result) -> None:
-    wrong = [(s["market"], s["decision_id"][:8], s["slot"], s["verdict"], result.expected(s)) for s in result.slots
-             if s["verdict"] != result.expected(s)]
+    wrong = [(s["market"], s["decision_id"][:8], s["slot"], s["verdict"], result.expected(s))
+             for s in result.slots if s["verdict"] != result.expected(s)]
     assert not wrong, f"{len(wrong)} of {len(result.slots)} slots wrong: {wrong}"
     in_slots = [o.client_order_id for s in result.slots for o in result.orders_of(s)]
     assert sorted(in_slots) == sorted(result.exchange.orders)
