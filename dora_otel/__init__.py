@@ -26,7 +26,7 @@ from dora_otel.context import bind
 from dora_otel.decorators import decision_cycle, order_cancel, order_place
 from dora_otel.events import EventType, OrderStatus, SchemaError
 from dora_otel.exchange import Outcome
-from dora_otel.execution import heartbeat, record_fill, risk_halt
+from dora_otel.execution import heartbeat, link_order, record_fill, risk_halt
 from dora_otel.telemetry import Telemetry, current, setup
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "current",
     "decision_cycle",
     "heartbeat",
+    "link_order",
     "order_cancel",
     "order_place",
     "record_fill",

@@ -50,7 +50,9 @@ KEY_FIELDS: Mapping[str, tuple[str, ...]] = {
     "ORDER_PLACE": ("market", "decision_id", "side", "price", "size", "client_order_id"),
     "ORDER_CANCEL": ("market", "order_id"),
     "ORDER_RESULT": ("status", "latency_ms", "client_order_id"),
-    "FILL": ("market", "side", "price", "size", "pnl_delta"),
+    # A fill names its order by order_id (Kalshi fills since 2026-03-30), client_order_id or market: see
+    # _ONE_OF. market and side come from the matched order; an unmatched fill keeps what it has.
+    "FILL": ("price", "size", "pnl_delta"),
     "RISK_HALT": ("reason", "daily_pnl"),
     "ERROR": ("error_type", "error_msg"),
     "RECONCILIATION_RESULT": ("decision_id", "mismatches"),
@@ -65,6 +67,9 @@ _CONDITIONAL = {
     ("ORDER_RESULT", "ERROR"): ("error_msg",),
     ("ORDER_RESULT", "UNKNOWN"): ("error_msg",),
 }
+
+# At least one of these names the thing the event is about.
+_ONE_OF = {"FILL": ("order_id", "client_order_id", "market")}
 
 _NUMERIC = frozenset({"price", "size", "latency_ms", "pnl_delta", "daily_pnl", "target_count",
                       "markets_active", "open_orders_count"})
@@ -87,6 +92,9 @@ def problems(event_type: str, fields: Mapping[str, Any]) -> list[str]:
             found.append(f"{event_type} event is missing key field {name!r}")
         elif name in _NUMERIC and type(value) not in (int, float) and not _is_decimal(value):
             found.append(f"{event_type} field {name!r} must be a number, got {type(value).__name__} {value!r}")
+    one_of = _ONE_OF.get(event_type)
+    if one_of and all(fields.get(name) in (None, "") for name in one_of):
+        found.append(f"{event_type} event names no order: it needs one of {', '.join(map(repr, one_of))}")
     return found
 
 

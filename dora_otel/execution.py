@@ -1,12 +1,19 @@
-"""Events the bot reports directly: `record_fill`, `risk_halt`, `heartbeat`.
+"""Events the bot reports directly: `record_fill`, `link_order`, `risk_halt`, `heartbeat`.
 
-A fill is joined to the decision that placed its order — by client_order_id, or by the order_id the
-place call returned — also when it arrives on another thread or several loops later: the FILL line
-carries that decision's decision_id and its span is a child of that decision's span. A fill that
-matches no known order is still logged and recorded (`matched: false`; in the ledger under
-decision_id `unmatched:<market>`, so it stays queryable).
+A fill is joined to the decision that placed its order, by its order_id alone (Kalshi fills carry
+only order_id since 2026-03-30), or by client_order_id, also when it arrives on another thread,
+several loops later, or in a LATER RUN of the bot (a deploy, a crash): the runtime's order book is
+then the order index of `dora_otel.ledger.orders`, which answers from memory and, for orders of
+earlier runs, from `<data_dir>/ledger/orders.sqlite3`. The FILL line carries that decision's
+decision_id and slot, and its span is a child of that decision's span.
 
-These functions never raise into the bot (except SchemaError in strict mode).
+A fill that matches no known order is still logged and recorded with the fields it has
+(`matched: false`; in the ledger under decision_id `unmatched:<market>`, or `unmatched:unknown`
+without a market, so it stays queryable): never a schema error, also in strict mode, as long as it
+names its order (order_id, client_order_id or market).
+
+These functions never raise into the bot (except SchemaError in strict mode, for a fill with no
+price / size / pnl_delta or naming no order at all).
 """
 
 from __future__ import annotations
@@ -55,10 +62,15 @@ def record_fill(runtime: _runtime.Runtime, market: str | None = None, side: Any 
                 **extra: Any) -> str | None:
     """Log FILL (and record it in the ledger), joined to the decision that placed the order.
 
-    Returns the decision_id the fill was joined to, or None when it matched no order. Call it from
-    any thread. `market` and `side` default to those of the matched order.
+    `order_id` alone is enough (also for an order placed by an earlier run on the same data
+    directory). Passing both `client_order_id` and `order_id` also teaches dora-otel that pair (see
+    `link_order`). Returns the decision_id the fill was joined to, or None when it matched no order.
+    Call it from any thread. `market` and `side` default to those of the matched order.
     """
-    ref = runtime.orders.find(client_order_id, order_id)
+    orders = runtime.orders
+    ref = orders.find(client_order_id, order_id)
+    if ref is not None and client_order_id not in (None, "") and order_id not in (None, ""):
+        _link(orders, ref, order_id)
     if ref is not None:
         market = market if market is not None else ref.market
         side = side if side is not None else ref.side
@@ -74,13 +86,20 @@ def record_fill(runtime: _runtime.Runtime, market: str | None = None, side: Any 
         parent_ctx = set_span_in_context(NonRecordingSpan(ref.span_context))
     else:
         parent_ctx = _EMPTY
-    record = dict(fields, decision_id=ref.decision_id if ref else f"unmatched:{market}")
+    unmatched_id = f"unmatched:{market}" if market is not None else "unmatched:unknown"
+    record = dict(fields, decision_id=ref.decision_id if ref else unmatched_id)
     span = runtime.tracer.start_span("fill", context=parent_ctx, attributes=span_attributes(
         "FILL", record, ("market", "order_id", "client_order_id")))
     token = otel_context.attach(set_span_in_context(span))
-    decision_token = current_decision.set(DecisionRef(ref.decision_id, market, ref.span_context)) if ref else None
+    decision_token = (current_decision.set(DecisionRef(ref.decision_id, market, ref.span_context))
+                      if ref else None)
     try:
-        text = f"fill {side} {size}@{price} on {market}" + ("" if ref else " (matches no known order)")
+        if ref is not None:
+            text = f"fill {side} {size}@{price} on {market}"
+        else:
+            ids = (("order", order_id), ("client_order_id", client_order_id), ("on", market))
+            named = " ".join(f"{k} {v}" for k, v in ids if v not in (None, ""))
+            text = f"fill {size}@{price} {named} (matches no known order)"
         runtime.emit(logging.INFO, "FILL", text, fields)
     finally:
         if decision_token is not None:
@@ -90,6 +109,33 @@ def record_fill(runtime: _runtime.Runtime, market: str | None = None, side: Any 
     if ref is not None and runtime.watchdog is not None:
         runtime.watchdog.fill(ref.decision_id, ref.slot)
     return ref.decision_id if ref else None
+
+
+def _link(orders: Any, ref: Any, order_id: Any) -> None:
+    link = getattr(orders, "link", None)
+    if link is not None:
+        link(ref.client_order_id, order_id)
+    elif orders.find(order_id) is None:
+        orders.add(str(order_id), ref)
+
+
+@_guarded
+def link_order(runtime: _runtime.Runtime, client_order_id: Any, order_id: Any) -> str | None:
+    """Tell dora-otel the exchange's order_id of an order it knows by client_order_id.
+
+    For a placement whose answer never came (a timeout: UNKNOWN) and whose retry got Kalshi's 409
+    duplicate: the bot usually fetches the order by client_order_id
+    (`GET /portfolio/orders?client_order_id=...`); passing the pair here lets later fills and cancels
+    that carry only the order_id join the decision, also after a restart. Writes no line and no ledger
+    record. Returns the decision_id of the order, or None when the client_order_id is unknown.
+    Call it from any thread; cheap (memory, or one indexed lookup).
+    """
+    orders = runtime.orders
+    ref = orders.find(client_order_id)
+    if ref is None or order_id in (None, ""):
+        return None
+    _link(orders, ref, order_id)
+    return str(ref.decision_id)
 
 
 @_guarded

@@ -121,6 +121,12 @@ class Telemetry:
                 flushed &= bool(self.ledger.shutdown(max(0.05, _left(deadline) * 0.8)))
             except Exception:
                 flushed = False
+        close_orders = getattr(getattr(runtime, "orders", None), "close", None)
+        if close_orders is not None:  # the order index writes what this run placed, for the next run's fills
+            try:
+                close_orders(max(0.2, min(1.0, _left(deadline))))
+            except Exception:
+                pass
         stats = self.stats()
         fields = {"reason": reason, "graceful": graceful, "flushed": flushed, "bot_version": self.bot_version}
         fields.update({k if k.startswith("logs_") else f"ledger_{k}": v for k, v in stats.items()})
@@ -274,6 +280,9 @@ def _setup(config: Config, problems: list[EnvProblem], overrides: dict[str, Any]
     runtime = _runtime.Runtime(
         tracer=tracer, strict=config.strict, identity_fields=identity_fields,
         stats=telemetry.stats, ttl_days=config.ledger_ttl_days)
+    if telemetry.ledger is not None:  # fills and cancels of earlier runs' orders join their decision
+        from dora_otel.ledger.orders import open_index
+        runtime.orders = open_index(config.data_dir, runtime.orders)
     _runtime.ACTIVE = runtime
     runtime.emit(logging.INFO, "STARTUP", f"{config.service_name} {bot_version} starting (run {identity.BOT_RUN_ID}, env {config.env})", {
         "bot_version": bot_version, "env": config.env, "ledger": config.ledger if not config.sdk_disabled else "off",
