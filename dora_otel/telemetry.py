@@ -17,7 +17,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from dora_otel import _runtime, identity, logs, tracing
+from dora_otel import _runtime, identity, logs, scrub, tracing
 from dora_otel.config import Config
 
 _log = logging.getLogger("dora_otel")
@@ -198,6 +198,8 @@ def setup(**overrides: Any) -> Telemetry:
         if _current is not None and not _current.closed:
             return _current
         config = Config.resolve(overrides)
+        scrub.register_secrets(scrub.secrets_from_env())
+        scrub.register_secrets(config.secrets or ())
         bot_version = config.bot_version or identity.resolve_bot_version()
         attributes = identity.resource_attributes(
             service_name=config.service_name, env=config.env, bot_version=bot_version,
@@ -211,7 +213,8 @@ def setup(**overrides: Any) -> Telemetry:
         else:
             provider = tracing.build_provider(
                 resource_attributes=attributes, endpoint=config.otlp_endpoint, protocol=config.otlp_protocol,
-                data_dir=config.data_dir, export_timeout_s=_export_timeout(config))
+                data_dir=config.data_dir, export_timeout_s=_export_timeout(config),
+                spans_max_bytes=config.spans_max_bytes, spans_backups=config.spans_backups)
             telemetry.tracer_provider = provider
             _install_global_provider(provider)
             telemetry.ledger = _start_ledger(config, provider, identity_fields, bot_version)
