@@ -222,7 +222,7 @@ def test_extra_bound_and_helper_values_are_scrubbed(cap):
     text = cap.flush() or cap.stream.getvalue()
     for secret in ("MIIEowIBAAKCAQEA", "a952bcbe-ec3b", "eyJhbGciOiJIUzI1NiJ9"):
         assert secret not in text, secret
-    extra_line = [line for line in cap.lines() if line["message"] == "extra"][0]
+    extra_line = next(line for line in cap.lines() if line["message"] == "extra")
     assert extra_line["request"] == {"private_key": "[REDACTED]", "order_id": "o-9"}
 
 
