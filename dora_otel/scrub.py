@@ -205,6 +205,8 @@ def _has_trigger(text: str) -> bool:
 
 
 def _has_blob(text: str) -> bool:
+    if text.lower() == text or text.upper() == text:  # a blob mixes cases: hex ids and hashes never do
+        return False
     return any(_blob(match) is MASK for match in _BLOB.finditer(text))
 
 
@@ -257,6 +259,8 @@ def scrub_value(obj: Any, _depth: int = 0) -> Any:
         return tuple(scrub_value(v, _depth + 1) for v in obj)
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return scrub_text(bytes(obj).decode("utf-8", "backslashreplace"))
+    if isinstance(obj, str):  # a str subclass: scrubbed as the plain text it writes as
+        return scrub_text(str.__str__(obj))
     return obj
 
 
@@ -308,7 +312,8 @@ def _collect(obj: Any, texts: list[str], depth: int, trusted: frozenset[str]) ->
             if is_sensitive_key(key):
                 return -1
             texts.append(value)
-            longest = max(longest, len(value))
+            if len(value) > longest and value.lower() != value and value.upper() != value:
+                longest = len(value)  # (only a mixed-case string can hold a base64 blob)
         elif kind in (int, float, bool) or value is None:
             pass
         elif kind in (dict, list, tuple):

@@ -8,7 +8,13 @@ import uuid
 import pytest
 
 from dora_otel import scrub
-from dora_otel.scrub import MASK, is_sensitive_key, scrub_record, scrub_text, scrub_value
+from dora_otel.scrub import (
+    MASK,
+    is_sensitive_key,
+    scrub_record,
+    scrub_text,
+    scrub_value,
+)
 
 PEM = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n"
        "VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK\n-----END RSA PRIVATE KEY-----")
@@ -109,3 +115,39 @@ def test_clean_record_is_returned_untouched():
     record = {"market": "KXBTC", "client_order_id": ORDER, "price": 0.45,
               "target_orders": [{"slot": 0, "client_order_id": ORDER}]}
     assert scrub_record(record) is record and record["target_orders"][0]["client_order_id"] == ORDER
+
+
+def test_spans_are_rebuilt_scrubbed_and_clean_spans_pass_through():
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import Status, StatusCode
+
+    from dora_otel.tracing import ScrubbingSpanExporter, scrub_span
+
+    provider = TracerProvider()
+    exported = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(ScrubbingSpanExporter(exported)))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span(f"decision Bearer {'t0k' * 5}", attributes={
+            "dora.record": '{"private_key": "pk-123456", "client_order_id": "%s"}' % ORDER,
+            "http.request.header.authorization": "Basic dXNlcjpwYXNz", "dora.order_id": ORDER}) as span:
+        span.record_exception(RuntimeError(f"401: KALSHI-ACCESS-KEY: {KEY_ID}"))
+        span.set_status(Status(StatusCode.ERROR, f"{PEM!r}"))
+    with tracer.start_as_current_span("order.place", attributes={"dora.client_order_id": ORDER}):
+        pass
+    dirty, clean = exported.get_finished_spans()
+    text = repr((dirty.name, dict(dirty.attributes), [(e.name, dict(e.attributes)) for e in dirty.events],
+                 dirty.status.description))
+    for secret in ("t0kt0k", "pk-123456", "dXNlcjpwYXNz", KEY_ID, "MIIEowIBAAKCAQEA"):
+        assert secret not in text, secret
+    assert ORDER in dirty.attributes["dora.record"] and dirty.attributes["dora.order_id"] == ORDER
+    assert dirty.context == span.get_span_context()  # same ids: the trace still joins up
+    assert scrub_span(clean) is clean and clean.attributes["dora.client_order_id"] == ORDER
+
+
+def test_a_str_subclass_is_scrubbed_like_text():
+    class Header(str):
+        pass
+
+    assert scrub_value({"note": Header(f"Bearer {'t0k' * 5}")}) == {"note": f"Bearer {MASK}"}
