@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -120,7 +121,9 @@ def test_clean_record_is_returned_untouched():
 def test_spans_are_rebuilt_scrubbed_and_clean_spans_pass_through():
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+        InMemorySpanExporter,
+    )
     from opentelemetry.trace import Status, StatusCode
 
     from dora_otel.tracing import ScrubbingSpanExporter, scrub_span
@@ -130,7 +133,7 @@ def test_spans_are_rebuilt_scrubbed_and_clean_spans_pass_through():
     provider.add_span_processor(SimpleSpanProcessor(ScrubbingSpanExporter(exported)))
     tracer = provider.get_tracer("t")
     with tracer.start_as_current_span(f"decision Bearer {'t0k' * 5}", attributes={
-            "dora.record": '{"private_key": "pk-123456", "client_order_id": "%s"}' % ORDER,
+            "dora.record": json.dumps({"private_key": "pk-123456", "client_order_id": ORDER}),
             "http.request.header.authorization": "Basic dXNlcjpwYXNz", "dora.order_id": ORDER}) as span:
         span.record_exception(RuntimeError(f"401: KALSHI-ACCESS-KEY: {KEY_ID}"))
         span.set_status(Status(StatusCode.ERROR, f"{PEM!r}"))
