@@ -120,6 +120,7 @@ def register_secrets(values: Iterable[Any]) -> None:
     with _secrets_lock:
         # Longest first, so a value containing another is masked whole.
         _secrets = tuple(sorted(set(_secrets) | new, key=len, reverse=True))
+        _seen_clean.clear()
 
 
 def secrets_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -148,6 +149,7 @@ def clear_secrets() -> None:
     global _secrets
     with _secrets_lock:
         _secrets = ()
+        _seen_clean.clear()
 
 
 # ----------------------------------------------------------------------------- text
@@ -291,6 +293,9 @@ def scrub_record(record: dict[str, Any], trusted: frozenset[str] = TRUSTED_FIELD
     if longest >= 0:
         joined = "\x00".join(texts)
         if not _has_trigger(joined) and (longest < _BLOB_MIN or not _has_blob(joined)):
+            if len(_seen_clean) > 4096:
+                _seen_clean.clear()
+            _seen_clean.update(dict.fromkeys(texts))
             return record
     for key, value in list(record.items()):
         if key not in trusted:
@@ -307,10 +312,14 @@ def _collect(obj: Any, texts: list[str], depth: int, trusted: frozenset[str]) ->
     for key, value in (obj.items() if isinstance(obj, dict) else enumerate(obj)):
         if key in trusted and depth == 0:
             continue
+        if type(key) is str and key not in _seen_clean:
+            texts.append(key)
         kind = type(value)
         if kind is str:
             if is_sensitive_key(key):
                 return -1
+            if value in _seen_clean:
+                continue
             texts.append(value)
             if len(value) > longest and value.lower() != value and value.upper() != value:
                 longest = len(value)  # (only a mixed-case string can hold a base64 blob)
@@ -325,6 +334,10 @@ def _collect(obj: Any, texts: list[str], depth: int, trusted: frozenset[str]) ->
             longest = max(longest, inner)
         else:
             return -1
-        if type(key) is str:
-            texts.append(key)
     return longest
+
+
+# Strings (field names and values: markets, sides, ids) a clean record held: scrub_record skips them
+# next time (an order's ids recur in its place, result, cancel and fill records). Bounded; cleared
+# when a secret is registered.
+_seen_clean: dict[str, None] = {}
