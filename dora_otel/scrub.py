@@ -7,8 +7,8 @@ The rules (also listed in the README, "Scrubbing"):
 
 1. **Known secret values**, masked wherever they appear: values given to `setup(secrets=[...])` /
    `register_secrets()`, and by default the values of `KALSHI_API_KEY_ID`, `KALSHI_API_KEY`,
-   `KALSHI_KEY_ID`, `KALSHI_PRIVATE_KEY` (PEM text), the contents of the file named by
-   `KALSHI_PRIVATE_KEY_PATH`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` (`SECRET_ENV_VARS`).
+   `KALSHI_KEY_ID`, `KALSHI_PRIVATE_KEY` (PEM text, or a path: then the file's contents), the
+   contents of the file named by `KALSHI_PRIVATE_KEY_PATH`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` (`SECRET_ENV_VARS`).
 2. **Sensitive field names** (`is_sensitive_key`): password, secret, token (not "tokens"), api key,
    private key, access key, key id, a field named just "key", signature / sig, authorization / auth,
    cookie, credential, session, the Kalshi headers KALSHI-ACCESS-KEY and KALSHI-ACCESS-SIGNATURE;
@@ -41,8 +41,9 @@ MASK = "[REDACTED]"
 #: Environment variables whose values are registered as known secrets by `setup()`.
 SECRET_ENV_VARS = ("KALSHI_API_KEY_ID", "KALSHI_API_KEY", "KALSHI_KEY_ID", "KALSHI_PRIVATE_KEY",
                    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-#: Environment variable naming a key file whose contents are registered as a known secret.
-SECRET_FILE_ENV_VARS = ("KALSHI_PRIVATE_KEY_PATH",)
+#: Environment variables naming a key file whose contents are registered as a known secret
+#: (KALSHI_PRIVATE_KEY too when it holds a path rather than the PEM text).
+SECRET_FILE_ENV_VARS = ("KALSHI_PRIVATE_KEY_PATH", "KALSHI_PRIVATE_KEY")
 _MIN_SECRET_LEN = 6  # shorter values would mask ordinary words and numbers
 _MAX_KEY_FILE_BYTES = 64 * 1024
 
@@ -125,12 +126,13 @@ def register_secrets(values: Iterable[Any]) -> None:
 
 def secrets_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
     """The known secrets of rule 1 found in `environ` (default os.environ); the key file named by
-    KALSHI_PRIVATE_KEY_PATH is read (up to 64 KiB). Never raises."""
+    KALSHI_PRIVATE_KEY_PATH (or KALSHI_PRIVATE_KEY, when it is a path) is read (up to 64 KiB).
+    Never raises."""
     environ = os.environ if environ is None else environ
     found = [environ[name] for name in SECRET_ENV_VARS if environ.get(name)]
     for name in SECRET_FILE_ENV_VARS:
         path = environ.get(name)
-        if not path:
+        if not path or "-----BEGIN" in path or not os.path.isfile(path):
             continue
         try:
             with open(path, "rb") as fh:

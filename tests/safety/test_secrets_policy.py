@@ -110,6 +110,7 @@ def test_registered_secrets_are_masked_anywhere_even_unlabelled(tmp_path):
     out = scrub_text(f"sent {KEY_ID} and wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY then {ORDER}")
     assert KEY_ID not in out and "wJalrXUtnFEMI" not in out and ORDER in out
     assert scrub_record({"market": KEY_ID})["market"] == MASK  # the fast path sees it too
+    assert PEM + "\n" in scrub.secrets_from_env({"KALSHI_PRIVATE_KEY": str(key_file)})  # a path there too
 
 
 def test_clean_record_is_returned_untouched():
