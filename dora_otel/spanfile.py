@@ -14,6 +14,7 @@ Spans arrive here already scrubbed (tracing.ScrubbingSpanExporter wraps this exp
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +40,7 @@ def _value(value: Any) -> dict[str, Any]:
     if kind is int:
         return {"intValue": str(value)}  # proto3 JSON writes int64 as a string
     if kind is float:
-        return {"doubleValue": value if value == value and value not in (float("inf"), float("-inf")) else str(value)}
+        return {"doubleValue": value if math.isfinite(value) else str(value)}
     if isinstance(value, (tuple, list)):
         return {"arrayValue": {"values": [_value(v) for v in value]}}
     return {"stringValue": str(value)}
