@@ -40,6 +40,8 @@ DORA_STRICT = "DORA_STRICT"
 DORA_SHUTDOWN_TIMEOUT = "DORA_SHUTDOWN_TIMEOUT"
 DORA_INSTANCE_ID = "DORA_INSTANCE_ID"
 DORA_WATCHDOG_SECONDS = "DORA_WATCHDOG_SECONDS"
+DORA_SPANS_MAX_BYTES = "DORA_SPANS_MAX_BYTES"
+DORA_SPANS_BACKUPS = "DORA_SPANS_BACKUPS"
 
 # The SDK's batch span / log record processor variables, with the SDK's defaults.
 _BATCH_DEFAULTS = {"MAX_QUEUE_SIZE": 2048, "SCHEDULE_DELAY": 5000, "MAX_EXPORT_BATCH_SIZE": 512}
@@ -119,6 +121,9 @@ class Config:
     stream: Any = None  # where JSON lines go; None means sys.stdout at setup time
     ledger_client: Any = None  # an injected boto3 DynamoDB client (tests, custom sessions)
     ledger_sink: Any = None  # an injected Sink object (wins over `ledger`)
+    secrets: Any = dataclasses.field(default=(), repr=False)  # exact secret values to mask everywhere, besides those read from env (scrub.py)
+    spans_max_bytes: int = 32 * 1024 * 1024  # the spans file rotates past this size
+    spans_backups: int = 3  # rotated spans files kept
 
     @classmethod
     def resolve(cls, overrides: Mapping[str, Any], environ: Mapping[str, str] | None = None,
@@ -151,6 +156,8 @@ class Config:
         values["strict"] = e.flag(DORA_STRICT, False)
         values["shutdown_timeout_s"] = e.number(DORA_SHUTDOWN_TIMEOUT, cls.shutdown_timeout_s, float, 0.1, 300)
         values["watchdog_seconds"] = e.number(DORA_WATCHDOG_SECONDS, cls.watchdog_seconds, float, 0.0, 3600)
+        values["spans_max_bytes"] = e.number(DORA_SPANS_MAX_BYTES, cls.spans_max_bytes, int, 4096, None)
+        values["spans_backups"] = e.number(DORA_SPANS_BACKUPS, cls.spans_backups, int, 0, 100)
         for key, value in overrides.items():
             if value is not None:  # None means "not given": the environment or default stands
                 values[key] = value
@@ -172,6 +179,18 @@ class Config:
                 f"ledger_max_bytes ({self.ledger_max_bytes!r}) must be an int >= {MIN_LEDGER_MAX_BYTES}")
         if self.shutdown_timeout_s <= 0:
             raise ValueError(f"shutdown_timeout_s ({self.shutdown_timeout_s}) must be > 0")
+        try:
+            secrets = () if isinstance(self.secrets, (str, bytes)) else tuple(self.secrets or ())
+        except TypeError:
+            secrets = ()
+        if isinstance(self.secrets, (str, bytes)) or (self.secrets and not secrets) or not all(
+                isinstance(v, (str, bytes)) for v in secrets):
+            raise ValueError(f"secrets ({type(self.secrets).__name__}) must be a list of strings")
+        object.__setattr__(self, "secrets", secrets)
+        if int(self.spans_max_bytes) < 1024:
+            raise ValueError(f"spans_max_bytes ({self.spans_max_bytes}) must be >= 1024")
+        if not 0 <= int(self.spans_backups) <= 100:
+            raise ValueError(f"spans_backups ({self.spans_backups}) must be between 0 and 100")
         if not isinstance(self.data_dir, Path):
             object.__setattr__(self, "data_dir", Path(self.data_dir))
 

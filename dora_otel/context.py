@@ -1,4 +1,5 @@
-"""Bound context: the decision a log line belongs to, and fields a bot binds for a block of code.
+"""Bound context: the decision a log line belongs to, fields a bot binds for a block of code, and
+the reserved base-field names a bot's own keys may not take (`rename_reserved`).
 
 One ContextVar per bound key (never a shared mutable dict), so threads and asyncio tasks each see
 their own values and a binding always resets when its block exits.
@@ -68,5 +69,30 @@ def bound_fields() -> dict[str, Any]:
     for key, var in list(_bound_vars.items()):
         value = var.get()
         if value is not _UNSET:
+            out[key] = value
+    return out
+
+
+#: The base fields of every log line: they always hold dora-otel's own values.
+RESERVED_FIELDS = frozenset({"ts", "level", "service", "env", "bot_version", "bot_run_id", "message",
+                             "event_type", "seq", "logger", "trace_id", "span_id", "decision_id"})
+RENAMED_PREFIX = "field_"
+
+
+def rename_reserved(fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` (the bot's own: `extra=`, bound fields, an event helper's keyword arguments) with
+    every reserved base-field name renamed `field_<name>` (`field_field_<name>` if that is taken
+    too), so the bot's value is kept and never replaces dora-otel's. Returns `fields` itself when
+    nothing collides. Any thread; cheap."""
+    if fields.keys().isdisjoint(RESERVED_FIELDS):
+        return fields
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key in RESERVED_FIELDS:
+            alt = RENAMED_PREFIX + key
+            while alt in fields or alt in out:
+                alt = RENAMED_PREFIX + alt
+            out[alt] = value
+        else:
             out[key] = value
     return out

@@ -26,7 +26,7 @@ from opentelemetry.trace import NonRecordingSpan, set_span_in_context
 
 from dora_otel import _runtime, identity
 from dora_otel._runtime import span_attributes
-from dora_otel.context import DecisionRef, current_decision
+from dora_otel.context import DecisionRef, current_decision, rename_reserved
 from dora_otel.events import SchemaError
 
 _internal = logging.getLogger("dora_otel.internal")
@@ -77,7 +77,7 @@ def record_fill(runtime: _runtime.Runtime, market: str | None = None, side: Any 
         client_order_id = client_order_id or ref.client_order_id
     seq = identity.next_seq()
     fields: dict[str, Any] = {
-        **extra, "seq": seq, "market": market, "side": side, "price": price, "size": size,
+        **rename_reserved(extra), "seq": seq, "market": market, "side": side, "price": price, "size": size,
         "pnl_delta": pnl_delta, "order_id": order_id, "client_order_id": client_order_id,
         "matched": ref is not None,
     }
@@ -142,13 +142,13 @@ def link_order(runtime: _runtime.Runtime, client_order_id: Any, order_id: Any) -
 def risk_halt(runtime: _runtime.Runtime, reason: str, daily_pnl: Any, **extra: Any) -> None:
     """Log RISK_HALT: trading was halted (the `dora-bot-risk-halt` alarm fires on it)."""
     runtime.emit(logging.ERROR, "RISK_HALT", f"trading halted: {reason}",
-                 {**extra, "reason": reason, "daily_pnl": daily_pnl})
+                 {**rename_reserved(extra), "reason": reason, "daily_pnl": daily_pnl})
 
 
 @_guarded
 def heartbeat(runtime: _runtime.Runtime, markets_active: int, open_orders_count: int, **extra: Any) -> None:
     """Log HEARTBEAT with the ledger's health counters (`ledger_*` fields). Call it every N loops."""
-    fields = {**extra, "markets_active": markets_active, "open_orders_count": open_orders_count}
+    fields = {**rename_reserved(extra), "markets_active": markets_active, "open_orders_count": open_orders_count}
     for key, value in runtime.stats().items():
         fields[key if key.startswith("logs_") else f"ledger_{key}"] = value
     runtime.emit(logging.INFO, "HEARTBEAT", f"heartbeat: {markets_active} markets, {open_orders_count} open orders", fields)

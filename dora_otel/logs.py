@@ -8,18 +8,27 @@ alone knows (trace context, decision, bound fields, `seq`, the formatted message
 enqueues the record (a stdlib QueueHandler); a writer thread drains the queue in batches, formats
 the lines and writes them. Logs are best effort and never block: a full queue drops the line and
 counts it.
+
+Scrubbing (scrub.py) happens on the writer thread, once per line, for every field: the message,
+`extra=` values, bound fields and event fields alike. Reserved base fields keep dora-otel's own
+values; a bot's colliding key is renamed `field_<name>` (context.rename_reserved). A log file that
+cannot be written (disk full, EIO) produces one ERROR line per failure episode on the other
+outputs, counts the lines it lost (`logs_dropped`) and says when writing works again.
 """
 
 from __future__ import annotations
 
 import logging
 import logging.handlers
+import datetime as _dt
+import enum
 import math
 import os
 import queue
 import threading
 import time
 import traceback
+import uuid
 import weakref
 from decimal import Decimal
 from pathlib import Path
@@ -29,7 +38,8 @@ import orjson
 from opentelemetry import trace
 
 from dora_otel import context, identity
-from dora_otel.redact import redact
+from dora_otel._rotating import RotatingAppender
+from dora_otel.scrub import scrub_record, scrub_text
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _PROBE = logging.LogRecord("probe", logging.INFO, "p", 0, "m", None, None)
@@ -38,8 +48,12 @@ _BASE_LEN = len(vars(_PROBE))
 _ORJSON_OPTS = orjson.OPT_NON_STR_KEYS
 _get_current_span = trace.get_current_span
 # Fields that are identity or line metadata; event fields may not overwrite them.
-_PROTECTED = frozenset({"ts", "level", "service", "env", "bot_version", "bot_run_id", "logger"})
+_PROTECTED = frozenset({"ts", "level", "service", "env", "bot_version", "bot_run_id", "logger", "message"})
 _PLAIN = frozenset({str, bool})
+_OWN_LOGGER = "dora_otel"
+# Base fields only dora-otel sets (a bot's colliding key was renamed): not scanned by the scrubber.
+_LINE_TRUSTED = frozenset({"ts", "level", "service", "env", "bot_version", "bot_run_id", "seq",
+                           "trace_id", "span_id", "decision_id", "event_type"})
 
 
 def event_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -53,10 +67,16 @@ def event_fields(record: logging.LogRecord) -> dict[str, Any]:
     rd = record.__dict__
     own = rd.get("_dora")
     fields: dict[str, Any] = context.bound_fields() if context.has_bound_fields() else {}
+    if fields:  # the bot's own keys (bind(), extra=) never replace a base field: field_<name>
+        fields = context.rename_reserved(fields)
     if len(rd) > _BASE_LEN + (own is not None):
-        for key, value in rd.items():
-            if key not in _RESERVED and key[0] != "_":
-                fields[key] = value
+        extras = {key: value for key, value in rd.items() if key not in _RESERVED and key[0] != "_"}
+        if extras:
+            # dora-otel's own modules (loggers "dora_otel.*") set event_type / error_msg this way.
+            name = record.name
+            if not (name == _OWN_LOGGER or name.startswith(_OWN_LOGGER + ".")):
+                extras = context.rename_reserved(extras)
+            fields.update(extras)
     if own is not None:
         fields.update(own)
     if "seq" not in fields:
@@ -108,6 +128,8 @@ def _json_default(value: Any) -> Any:
 
 
 _SIMPLE = (str, bool, type(None))
+# Types orjson writes itself without calling str() on them (no text a credential could hide in).
+_NATIVE = (_dt.datetime, _dt.date, _dt.time, uuid.UUID, enum.Enum)
 _INT_MIN, _INT_MAX = -(2**63), 2**64  # orjson's integer range
 
 
@@ -126,7 +148,11 @@ def _clean(value: Any) -> Any:
         return [_clean(v) for v in value]
     if isinstance(value, int) and not isinstance(value, bool) and not _INT_MIN <= value < _INT_MAX:
         return str(value)
-    return value
+    if isinstance(value, (int, float, str)) or isinstance(value, _NATIVE):
+        return value
+    # Anything else becomes its text here (not in orjson's default hook), so scrubbing sees it.
+    converted = _json_default(value)
+    return converted if type(converted) is str else _clean(converted)
 
 
 def dumps_line(payload: dict[str, Any]) -> str:
@@ -186,7 +212,7 @@ class JsonFormatter(logging.Formatter):
             "ts": self._ts(record.created),
             "level": record.levelname,
             **self._identity,
-            "message": redact(message),
+            "message": message,
             "event_type": None,
             "seq": None,
             "logger": record.name,
@@ -199,12 +225,7 @@ class JsonFormatter(logging.Formatter):
                     continue
                 key = f"field_{key}"
             line[key] = value if type(value) in _PLAIN else _clean(value)
-        if "error_msg" in line or "stack" in line:
-            for key in ("error_msg", "stack"):
-                value = line.get(key)
-                if type(value) is str:
-                    line[key] = redact(value)
-        return dumps_line(line)
+        return dumps_line(scrub_record(line, _LINE_TRUSTED))
 
 
 def stream_handler(stream: Any, formatter: logging.Formatter) -> logging.Handler:
@@ -214,15 +235,76 @@ def stream_handler(stream: Any, formatter: logging.Formatter) -> logging.Handler
     return handler
 
 
-def file_handler(data_dir: Path, formatter: logging.Formatter) -> logging.Handler:
-    """A rotating file of the same JSON lines: 50 MB per file, 5 kept."""
-    path = data_dir / "logs" / "dora-bot.jsonl"
+LOG_FILE_MAX_BYTES = 50 * 1024 * 1024
+LOG_FILE_BACKUPS = 5
+
+
+class LogFileHandler(logging.Handler):
+    """The rotating JSON log file. Runs on the log writer thread.
+
+    A write that fails (disk full, EIO, a vanished directory) never prints logging's
+    "--- Logging error ---" traceback: the line is counted in `lines_dropped` (part of
+    `logs_dropped`), the first failure of an episode is reported as one ERROR line on the other
+    outputs (stdout), and the first line written after it as one INFO line (`log_file_recovered`)
+    on every output, with the number of lines lost in the episode.
+    """
+
+    def __init__(self, path: Path, formatter: logging.Formatter, max_bytes: int = LOG_FILE_MAX_BYTES,
+                 backups: int = LOG_FILE_BACKUPS) -> None:
+        super().__init__()
+        self.setFormatter(formatter)
+        self.set_name("dora-otel-file")
+        self.path = path
+        self._file = RotatingAppender(path, max_bytes, backups)
+        self.lines_dropped = 0
+        self.failing = False
+        self._episode_dropped = 0
+        # Set by LogPipeline: report(level, message, fields, include_self) writes one line.
+        self.report: Any = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            data = (self.format(record) + "\n").encode("utf-8", "replace")
+            self._file.write(data)
+        except Exception as exc:
+            self.lines_dropped += 1
+            self._episode_dropped += 1
+            if not self.failing:
+                self.failing = True
+                self._report(logging.ERROR, "ERROR", f"dora-otel cannot write the log file {self.path}: "
+                             f"{type(exc).__name__}: {_safe_str(exc)}; lines are counted in logs_dropped "
+                             "until it works again", {"error_type": type(exc).__name__,
+                                                      "error_msg": _safe_str(exc)}, False)
+            return
+        if self.failing:
+            self.failing = False
+            lost, self._episode_dropped = self._episode_dropped, 0
+            self._report(logging.INFO, "LOG", f"dora-otel writes the log file {self.path} again; "
+                         f"{lost} lines could not be written", {"lines_lost": lost,
+                                                                 "log_file_recovered": True}, True)
+
+    def _report(self, level: int, event_type: str, message: str, fields: dict[str, Any], include_self: bool) -> None:
+        if self.report is None:
+            return
+        try:
+            self.report(level, message, {"event_type": event_type, "target": "log_file", "path": str(self.path),
+                                         "logs_dropped": self.lines_dropped, **fields}, include_self)
+        except Exception:  # reporting is best effort; the counter is what SHUTDOWN shows
+            pass
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+        finally:
+            super().close()
+
+
+def file_handler(data_dir: Path, formatter: logging.Formatter, max_bytes: int = LOG_FILE_MAX_BYTES,
+                 backups: int = LOG_FILE_BACKUPS) -> logging.Handler:
+    """A rotating file of the same JSON lines: 50 MB per file, 5 kept (see LogFileHandler)."""
+    path = log_file_path(data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=50 * 1024 * 1024, backupCount=5,
-                                                   encoding="utf-8")
-    handler.setFormatter(formatter)
-    handler.set_name("dora-otel-file")
-    return handler
+    return LogFileHandler(path, formatter, max_bytes, backups)
 
 
 def log_file_path(data_dir: Path) -> Path:
@@ -282,11 +364,9 @@ def otlp_handler(logger_provider: Any) -> logging.Handler:
         def emit(self, record: logging.LogRecord) -> None:
             try:
                 fields = event_fields(record)
-                flat = {k: _attribute_value(v) for k, v in fields.items() if v is not None}
-                message = redact(record.getMessage())
-                for key in ("error_msg", "stack"):
-                    if type(flat.get(key)) is str:
-                        flat[key] = redact(flat[key])
+                flat = scrub_record({k: _attribute_value(v) for k, v in fields.items() if v is not None},
+                                    _LINE_TRUSTED)
+                message = scrub_text(record.getMessage())
                 flat = otlp_attributes(flat)
                 copy = logging.makeLogRecord({
                     "name": record.name, "levelno": record.levelno, "levelname": record.levelname,
@@ -348,7 +428,7 @@ class _EnqueueHandler(logging.handlers.QueueHandler):
     def enqueue(self, record: logging.LogRecord) -> None:
         pipeline = self._pipeline
         if pipeline.queue.qsize() >= pipeline.max_pending:
-            pipeline.dropped += 1  # reported in HEARTBEAT / SHUTDOWN as logs_dropped
+            pipeline.queue_dropped += 1  # reported in HEARTBEAT / SHUTDOWN as logs_dropped
             return
         pipeline.queue.put_nowait(record)
 
@@ -415,10 +495,32 @@ class LogPipeline:
     def __init__(self, handlers: list[logging.Handler], max_pending: int = 100_000, interval_s: float = 0.05) -> None:
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.max_pending = max_pending
-        self.dropped = 0
+        self.queue_dropped = 0
         self.handler = _EnqueueHandler(self)
         self._writer = _Writer(self.queue, handlers, interval_s)
         self._started = False
+        for handler in handlers:
+            if isinstance(handler, LogFileHandler):
+                handler.report = self._reporter(handler)
+
+    @property
+    def dropped(self) -> int:
+        """Lines lost: refused by the full queue, or not written by the log file (`logs_dropped`)."""
+        return self.queue_dropped + sum(getattr(h, "lines_dropped", 0) for h in self._writer._handlers)
+
+    def _reporter(self, source: logging.Handler) -> Any:
+        """A function the writer thread calls to write one dora-otel line about `source` straight to
+        the other handlers (and to `source` itself when include_self), bypassing the queue."""
+        def report(level: int, message: str, fields: dict[str, Any], include_self: bool) -> None:
+            record = logging.LogRecord("dora_otel", level, "dora_otel", 0, message, None, None)
+            record._dora = fields  # type: ignore[attr-defined]
+            for handler in self._writer._handlers:
+                if (handler is not source or include_self) and level >= handler.level:
+                    try:
+                        handler.handle(record)
+                    except Exception:
+                        pass
+        return report
 
     def start(self) -> None:
         self._writer.thread.start()

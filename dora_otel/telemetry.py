@@ -19,7 +19,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from dora_otel import _runtime, identity, logs, tracing
+from dora_otel import _runtime, identity, logs, scrub, tracing
 from dora_otel._version import __version__
 from dora_otel.config import (
     DORA_DATA_DIR,
@@ -240,6 +240,8 @@ def _setup(config: Config, problems: list[EnvProblem], overrides: dict[str, Any]
     memory-only ledger (not durable: records still in memory at exit are counted in
     `ledger_dropped`); a log file, spans file or ledger that cannot be opened -> that part only."""
     global _partial
+    scrub.register_secrets(scrub.secrets_from_env())  # before the first line is formatted
+    scrub.register_secrets(config.secrets or ())
     bot_version = config.bot_version or identity.resolve_bot_version()
     attributes = identity.resource_attributes(
         service_name=config.service_name, env=config.env, bot_version=bot_version,
@@ -451,7 +453,8 @@ def _build_provider(config: Config, attributes: dict[str, str], disk_ok: bool, b
     kwargs: dict[str, Any] = {
         "resource_attributes": attributes, "endpoint": config.otlp_endpoint, "protocol": config.otlp_protocol,
         "data_dir": config.data_dir, "export_timeout_s": _export_timeout(config), "batch_options": batch_span,
-        "span_limits": SpanLimits(**limits) if limits else None, "exporter": exporter}
+        "span_limits": SpanLimits(**limits) if limits else None, "exporter": exporter,
+        "spans_max_bytes": config.spans_max_bytes, "spans_backups": config.spans_backups}
     try:
         return tracing.build_provider(**kwargs)
     except Exception as exc:  # the SDK's exporter rejected its environment, or the spans file failed

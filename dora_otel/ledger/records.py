@@ -3,6 +3,9 @@
 The field list and key layout are in docs/ARCHITECTURE.md ("Ledger records"). Records hold only
 str, int, float and bool (and, for decisions, one list of flat dicts), never a DynamoDB-only type,
 so the same rows can later live as NDJSON in S3.
+
+Every record is scrubbed here, where it is built (scrub.scrub_record: a clean record costs ~1 us),
+so the journal, SQLite, DynamoDB and the dead-letter file only ever hold scrubbed data.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import time
 from typing import Any, Mapping
 
 import orjson
+
+from dora_otel.scrub import scrub_record
 
 EXECUTION_EVENTS = frozenset({"ORDER_PLACE", "ORDER_RESULT", "ORDER_CANCEL", "FILL"})
 _PREFIX = "dora."
@@ -66,7 +71,7 @@ class RecordBuilder:
         record = self._common(attrs, span_context, ts_ns)
         record["kind"] = "execution"
         record["event_type"] = event_type
-        return record
+        return scrub_record(record)
 
     def decision(self, attrs: Mapping[str, Any], span_context: Any, start_ns: int, end_ns: int) -> dict[str, Any]:
         record = self._common(attrs, span_context, end_ns)
@@ -77,4 +82,4 @@ class RecordBuilder:
         record["decision_day"] = record["decision_ts"][:10]
         record["target_orders"] = record.pop("targets", [])
         record.setdefault("target_count", len(record["target_orders"]))
-        return record
+        return scrub_record(record)

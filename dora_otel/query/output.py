@@ -21,6 +21,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
+from dora_otel import scrub
+
 __all__ = ["EXIT_TABLE", "CliError", "Exit", "Printer", "closed_pipe", "scrub_json", "scrub_text"]
 
 
@@ -56,23 +58,13 @@ class CliError(Exception):
 
 
 def scrub_text(text: str) -> str:
-    """Every text the query commands print passes here (credentials masked)."""
-    from dora_otel.redact import (
-        redact,  # the lead switches this to dora_otel.scrub.scrub_text
-    )
-
-    return redact(text)
+    """Every text the query commands print passes here (credentials masked: dora_otel.scrub)."""
+    return scrub.scrub_text(text)
 
 
 def scrub_json(value: Any) -> Any:
-    """``value`` with every string in it scrubbed (dict keys kept), for JSON output."""
-    if isinstance(value, str):
-        return scrub_text(value)
-    if isinstance(value, Mapping):
-        return {k: scrub_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [scrub_json(v) for v in value]
-    return value
+    """``value`` scrubbed for JSON output: every string, and values under sensitive key names."""
+    return scrub.scrub_value(value)
 
 
 class Printer:

@@ -1,14 +1,24 @@
-"""JSON log lines: one object per line, base fields and types, awkward values, newlines, redaction."""
+"""JSON log lines: one object per line, base fields and types, awkward values, newlines, scrubbing,
+reserved base fields (a bot's colliding keys become field_<name>), and a log file that cannot be written."""
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+import errno
+import json
 import logging
+import os
 import re
+import subprocess
 from decimal import Decimal
 
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 import dora_otel
+from dora_otel import _rotating
 from tests.core.conftest import start
 
 BASE = ("ts", "level", "service", "env", "bot_version", "bot_run_id", "message", "event_type", "seq")
@@ -141,3 +151,221 @@ def test_identity_fields_cannot_be_overwritten_by_extras(cap):
     line = cap.lines()[-1]
     assert line["bot_run_id"] == cap.telemetry.bot_run_id and line["field_bot_run_id"] == "forged"
     assert line["env"] == "demo" and line["field_env"] == "prod"
+
+
+# --------------------------------------------------------------------------- reserved base fields
+RESERVED = ("ts", "level", "service", "env", "bot_version", "bot_run_id", "message", "event_type", "seq",
+            "logger", "trace_id", "span_id", "decision_id")
+FORGED = {"seq": -1, "event_type": "RISK_HALT", "trace_id": "f" * 32, "span_id": "e" * 16,
+          "decision_id": "forged-decision", "ts": "1999-01-01T00:00:00.000Z", "level": "DEBUG",
+          "service": "evil", "bot_version": "evil", "logger": "evil"}
+
+
+def _assert_own_values(line, cap, event_type, message=None):
+    assert line["event_type"] == event_type and isinstance(line["seq"], int) and line["seq"] > 0
+    assert line["bot_run_id"] == cap.telemetry.bot_run_id and line["service"] == "dora-bot"
+    assert line["ts"].startswith("20") and line["ts"] != FORGED["ts"] and line["level"] != "DEBUG"
+    assert line.get("trace_id") != FORGED["trace_id"] and line.get("decision_id") != FORGED["decision_id"]
+    if message is not None:
+        assert line["message"] == message
+    for key, value in FORGED.items():  # the bot's values are kept, under field_<name>
+        assert line[f"field_{key}"] == value, key
+
+
+def test_extra_cannot_overwrite_reserved_fields(cap):
+    logging.getLogger("bot").info("own line", extra=FORGED)
+    _assert_own_values(cap.lines()[-1], cap, "LOG", "own line")
+
+
+def test_bound_fields_cannot_overwrite_reserved_fields(cap):
+    with dora_otel.bind(**FORGED, message="forged message"):
+        logging.getLogger("bot").warning("bound line")
+    line = cap.lines()[-1]
+    _assert_own_values(line, cap, "LOG", "bound line")
+    assert line["field_message"] == "forged message"
+
+
+@pytest.mark.parametrize("helper", ["record_fill", "heartbeat", "risk_halt"])
+def test_event_helper_kwargs_cannot_overwrite_reserved_fields(cap, helper):
+    kwargs = dict(FORGED, message="forged message")
+    if helper == "record_fill":
+        dora_otel.record_fill("KXBTC", "yes", 0.4, 1, 0.0, order_id="o-1", **kwargs)
+        event_type = "FILL"
+    elif helper == "heartbeat":
+        dora_otel.heartbeat(1, 0, **kwargs)
+        event_type = "HEARTBEAT"
+    else:
+        dora_otel.risk_halt("daily loss", -5.0, **kwargs)
+        event_type = "RISK_HALT"
+    line = cap.events(event_type)[-1]
+    _assert_own_values(line, cap, event_type)
+    assert line["field_message"] == "forged message" and line["message"] != "forged message"
+
+
+def test_seq_stays_gapless_whatever_the_bot_passes(cap):
+    log = logging.getLogger("bot")
+    log.info("a", extra={"seq": 10**9})
+    with dora_otel.bind(seq="x"):
+        log.info("b")
+    dora_otel.heartbeat(1, 0, seq=-7)
+    seqs = [line["seq"] for line in cap.lines()]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+def test_extra_bound_and_helper_values_are_scrubbed(cap):
+    pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6\n-----END RSA PRIVATE KEY-----"
+    log = logging.getLogger("bot")
+    log.info("extra", extra={"request": {"private_key": pem, "order_id": "o-9"}, "note": repr(pem)})
+    with dora_otel.bind(api_key="a952bcbe-ec3b-4b5b-b8f9-11dae589608c"):
+        log.info("bound")
+    dora_otel.heartbeat(1, 0, auth="Bearer eyJhbGciOiJIUzI1NiJ9.cGF5bG9hZA.c2ln")
+    text = cap.flush() or cap.stream.getvalue()
+    for secret in ("MIIEowIBAAKCAQEA", "a952bcbe-ec3b", "eyJhbGciOiJIUzI1NiJ9"):
+        assert secret not in text, secret
+    extra_line = next(line for line in cap.lines() if line["message"] == "extra")
+    assert extra_line["request"] == {"private_key": "[REDACTED]", "order_id": "o-9"}
+
+
+# --------------------------------------------------------------------------- property: hostile input
+_reserved_or_odd_keys = st.one_of(st.sampled_from(RESERVED + ("field_seq", "password", "token", "tokens", "_x")),
+                                  st.text(min_size=1, max_size=12))
+_values = st.recursive(
+    # Integers within orjson's range: a larger one in a helper's kwargs still loses the event inside
+    # _runtime.span_attributes (the hostile-values item of the safety issue, owned elsewhere).
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=40),
+              st.binary(max_size=10)),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6)
+_LOG_RECORD_ATTRS = frozenset(vars(logging.LogRecord("p", 0, "p", 0, "m", None, None))) | {"message", "asctime"}
+# The helpers' own parameters (a duplicate is the caller's TypeError) and "runtime", which
+# execution._guarded passes positionally: a kwarg of that name still loses the event (reported).
+_HELPER_PARAMS = {"market", "side", "price", "size", "pnl_delta", "order_id", "client_order_id", "reason",
+                  "daily_pnl", "markets_active", "open_orders_count", "runtime"}
+
+
+def test_hostile_extra_bind_and_helper_keys_never_break_a_line_or_its_base_fields(cap):
+    log = logging.getLogger("bot")
+
+    @settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(fields=st.dictionaries(_reserved_or_odd_keys, _values, max_size=5),
+           via=st.sampled_from(["extra", "bind", "record_fill", "heartbeat", "risk_halt"]))
+    def check(fields, via):
+        start = len(cap.raw_lines())
+        if via == "extra":
+            log.info("hostile", extra={k: v for k, v in fields.items() if k not in _LOG_RECORD_ATTRS})
+            expected = "LOG"
+        elif via == "bind":
+            with dora_otel.bind(**fields):
+                log.info("hostile")
+            expected = "LOG"
+        else:
+            kwargs = {k: v for k, v in fields.items() if k not in _HELPER_PARAMS}
+            if via == "record_fill":
+                dora_otel.record_fill("KXP", "yes", 0.5, 1, 0.0, order_id="o-prop", **kwargs)
+                expected = "FILL"
+            elif via == "heartbeat":
+                dora_otel.heartbeat(1, 0, **kwargs)
+                expected = "HEARTBEAT"
+            else:
+                dora_otel.risk_halt("property", -1.0, **kwargs)
+                expected = "RISK_HALT"
+        raw = cap.raw_lines()[start:]
+        assert raw, via
+        for text in raw:
+            line = json.loads(text)
+            assert isinstance(line, dict)
+            for field in BASE + ("logger",):
+                assert field in line, (field, line)
+            assert line["bot_run_id"] == cap.telemetry.bot_run_id and line["service"] == "dora-bot"
+            assert line["env"] == "demo" and TS.match(line["ts"]) and isinstance(line["seq"], int)
+        line = json.loads(raw[-1])
+        assert line["event_type"] == expected, (via, line)
+        if expected == "LOG":
+            assert line["message"] == "hostile" and line["logger"] == "bot"
+
+    check()
+
+
+# --------------------------------------------------------------------------- a failing log file
+class _SmallDisk:
+    """The logs directory on a 64 KiB tmpfs (root), else a simulated disk: os.write in the log
+    file's appender raises ENOSPC while full."""
+
+    def __init__(self, directory, monkeypatch):
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.mounted = os.geteuid() == 0 and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(directory)], capture_output=True,
+            check=False).returncode == 0
+        self.full = False
+        if not self.mounted:
+            real_write = _rotating.os.write
+
+            def write(fd, data):
+                if self.full:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                return real_write(fd, data)
+
+            monkeypatch.setattr(_rotating.os, "write", write)
+
+    def fill(self):
+        self.full = True
+        if self.mounted:
+            fd = os.open(self.directory / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                while os.write(fd, b"\0" * 4096):
+                    pass
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
+    def free(self):
+        self.full = False
+        if self.mounted:
+            (self.directory / "filler").unlink()
+
+    def close(self):
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.directory)], check=False)
+
+
+def test_a_full_disk_gives_one_error_per_episode_counts_lost_lines_and_reports_recovery(tmp_path, monkeypatch, capfd):
+    disk = _SmallDisk(tmp_path / "logs", monkeypatch)
+    captured = start(tmp_path, container_mode=False)
+    try:
+        log = logging.getLogger("bot")
+        log.info("before")
+        captured.flush()
+        disk.fill()
+        for i in range(500):
+            log.info("while full %d %s", i, "x" * 100)
+        captured.flush()
+        lost = captured.telemetry.stats()["logs_dropped"]
+        disk.free()
+        log.info("after")
+        captured.flush()
+        lines = captured.lines()
+        errors = [line for line in lines if line.get("target") == "log_file" and line["level"] == "ERROR"]
+        recovered = [line for line in lines if line.get("log_file_recovered")]
+        assert len(errors) == 1 and "No space left" in errors[0]["error_msg"], errors
+        assert len(recovered) == 1 and recovered[0]["lines_lost"] == lost
+        assert 450 <= lost <= 501  # the lines that did not fit (a tmpfs takes a few before it is full)
+        raw = (tmp_path / "logs" / "dora-bot.jsonl").read_text(errors="replace").splitlines()
+        parsed = []
+        for text in raw:
+            try:
+                parsed.append(json.loads(text))
+            except ValueError:
+                assert "}{" not in text  # at most a torn fragment, never two lines glued together
+        written = {line["seq"] for line in parsed}
+        on_stdout = {line["seq"] for line in lines if line not in errors}
+        assert len(on_stdout - written) == lost  # every line missing from the file is counted
+        assert parsed[-2]["message"] == "after" and parsed[-1]["log_file_recovered"]
+        captured.telemetry.shutdown()
+        shutdown = captured.lines()[-1]
+        assert shutdown["event_type"] == "SHUTDOWN" and shutdown["logs_dropped"] == lost
+        assert "Logging error" not in capfd.readouterr().err
+    finally:
+        captured.telemetry.shutdown()
+        disk.close()

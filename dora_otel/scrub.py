@@ -1,0 +1,345 @@
+"""The scrubbing policy: what counts as a credential and how it is masked, in one place.
+
+Every boundary where data leaves the process or reaches disk calls this module: JSON log lines and
+OTLP log records (logs.py, on the log writer thread), spans (tracing.ScrubbingSpanExporter, on the
+export thread), ledger records (ledger/records.py, where records are built) and the CLI's output.
+The rules (also listed in the README, "Scrubbing"):
+
+1. **Known secret values**, masked wherever they appear: values given to `setup(secrets=[...])` /
+   `register_secrets()`, and by default the values of `KALSHI_API_KEY_ID`, `KALSHI_API_KEY`,
+   `KALSHI_KEY_ID`, `KALSHI_PRIVATE_KEY` (PEM text, or a path: then the file's contents), the
+   contents of the file named by `KALSHI_PRIVATE_KEY_PATH`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` (`SECRET_ENV_VARS`).
+2. **Sensitive field names** (`is_sensitive_key`): password, secret, token (not "tokens"), api key,
+   private key, access key, key id, a field named just "key", signature / sig, authorization / auth,
+   cookie, credential, session, the Kalshi headers KALSHI-ACCESS-KEY and KALSHI-ACCESS-SIGNATURE;
+   any spelling (snake, kebab, camel, dotted). Their values are masked as dict keys at any depth
+   and as `name=value`, `name: value`, `"name": "value"` in text. Numbers and booleans under such
+   a name are kept (`session_count: 3` is not a credential).
+3. **Value shapes**: PEM private-key blocks (also their `repr` with `\\n` escapes, and a block cut
+   short), `Bearer <token>`, a 40-character AWS secret-key shape next to an AWS key label, and
+   base64 runs of 60+ characters mixing upper case, lower case and digits (signatures, key bodies).
+
+Identifiers are never touched: UUIDs, hex trace/span/decision ids, client_order_id, order_id.
+They have no sensitive label and none of the masked shapes (hex is lower-case only; UUIDs have
+dashes), and the tests pin that.
+
+Cost: a string with none of the trigger words, no registered secret and shorter than 60
+characters costs one `lower()` and a few substring tests; `scrub_record` checks a whole flat
+record as one joined string, so a clean ledger record costs ~1-2 us on the thread that builds it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+MASK = "[REDACTED]"
+
+#: Environment variables whose values are registered as known secrets by `setup()`.
+SECRET_ENV_VARS = ("KALSHI_API_KEY_ID", "KALSHI_API_KEY", "KALSHI_KEY_ID", "KALSHI_PRIVATE_KEY",
+                   "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+#: Environment variables naming a key file whose contents are registered as a known secret
+#: (KALSHI_PRIVATE_KEY too when it holds a path rather than the PEM text).
+SECRET_FILE_ENV_VARS = ("KALSHI_PRIVATE_KEY_PATH", "KALSHI_PRIVATE_KEY")
+_MIN_SECRET_LEN = 6  # shorter values would mask ordinary words and numbers
+_MAX_KEY_FILE_BYTES = 64 * 1024
+
+# Lower-case substrings at least one of which any masked text contains (labels and shapes).
+_TRIGGERS = ("pass", "pwd", "secret", "token", "key", "sig", "auth", "cookie", "credential",
+             "session", "bearer", "-----begin", "jwt")
+_BLOB_MIN = 60
+
+_secrets: tuple[str, ...] = ()
+_secrets_lock = threading.Lock()
+
+# ----------------------------------------------------------------------------- field names
+_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
+_SPLIT = re.compile(r"[^a-z0-9]+")
+_WORDS = frozenset({
+    "password", "passwd", "passphrase", "passcode", "pwd", "secret", "secrets", "signature",
+    "signatures", "sig", "authorization", "auth", "authentication", "cookie", "cookies",
+    "credential", "credentials", "session", "sessionid", "sessiontoken", "sessionkey", "token",
+    "jwt", "bearer", "apikey", "privatekey", "accesskey", "secretkey", "signingkey", "keyid",
+})
+_SUFFIXES = ("token", "secret", "password", "passwd", "signature", "cookie", "apikey", "privatekey")
+_KEY_QUALIFIERS = frozenset({"api", "private", "access", "secret", "signing", "kalshi", "auth",
+                             "client", "encryption", "ssh", "master", "x"})
+_key_cache: dict[str, bool] = {}
+
+
+def is_sensitive_key(name: Any) -> bool:
+    """True when a field called `name` holds a credential (rule 2 of the module docstring)."""
+    if type(name) is not str:
+        return False
+    cached = _key_cache.get(name)
+    if cached is None:
+        cached = _classify(name)
+        if len(_key_cache) > 10_000:  # bounded: hostile bots may invent keys without end
+            _key_cache.clear()
+        _key_cache[name] = cached
+    return cached
+
+
+def _classify(name: str) -> bool:
+    parts = [p for p in _SPLIT.split(_CAMEL.sub(r"\1_\2", name).lower()) if p]
+    if parts == ["key"]:
+        return True
+    for i, part in enumerate(parts):
+        if part in _WORDS or part.endswith(_SUFFIXES) or "secret" in part or "passw" in part:
+            return True
+        if part == "key" and ((i > 0 and parts[i - 1] in _KEY_QUALIFIERS)
+                              or (i + 1 < len(parts) and parts[i + 1] == "id")):
+            return True
+    return False
+
+
+def _masks(value: Any) -> bool:
+    """Numbers, booleans and None under a sensitive name are kept (counters, flags)."""
+    return value is not None and type(value) not in (bool, int, float)
+
+
+# ----------------------------------------------------------------------------- known secrets
+def register_secrets(values: Iterable[Any]) -> None:
+    """Add exact secret values to mask everywhere (any thread). Values shorter than 6 characters
+    are ignored: masking them would destroy ordinary text. A multi-line value (a PEM key file) is
+    registered whole and also in its `repr` form (newlines as `\\n`)."""
+    new = set()
+    for value in values:
+        if value is None:
+            continue
+        text = value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
+        text = text.strip()
+        if len(text) < _MIN_SECRET_LEN:
+            continue
+        new.add(text)
+        if "\n" in text:  # (its 64-character body lines are caught by the base64 shape rule)
+            new.add(text.replace("\r", "").replace("\n", "\\n"))
+    global _secrets
+    with _secrets_lock:
+        # Longest first, so a value containing another is masked whole.
+        _secrets = tuple(sorted(set(_secrets) | new, key=len, reverse=True))
+        _seen_clean.clear()
+
+
+def secrets_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The known secrets of rule 1 found in `environ` (default os.environ); the key file named by
+    KALSHI_PRIVATE_KEY_PATH (or KALSHI_PRIVATE_KEY, when it is a path) is read (up to 64 KiB).
+    Never raises."""
+    environ = os.environ if environ is None else environ
+    found = [environ[name] for name in SECRET_ENV_VARS if environ.get(name)]
+    for name in SECRET_FILE_ENV_VARS:
+        path = environ.get(name)
+        if not path or "-----BEGIN" in path or not os.path.isfile(path):
+            continue
+        try:
+            with open(path, "rb") as fh:
+                found.append(fh.read(_MAX_KEY_FILE_BYTES).decode("utf-8", "replace"))
+        except OSError:
+            pass
+    return found
+
+
+def registered_secrets() -> tuple[str, ...]:
+    return _secrets
+
+
+def clear_secrets() -> None:
+    """Forget every registered secret (tests)."""
+    global _secrets
+    with _secrets_lock:
+        _secrets = ()
+        _seen_clean.clear()
+
+
+# ----------------------------------------------------------------------------- text
+_PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.DOTALL)
+_PEM_MASK = "-----BEGIN PRIVATE KEY-----" + MASK + "-----END PRIVATE KEY-----"
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9\-._~+/]{8,}=*")
+# A label and its separator; the label is judged by is_sensitive_key, then the value read after it.
+_LABEL = re.compile(r"(?P<label>[A-Za-z_][A-Za-z0-9_.\-]{0,80})(?P<sep>[\"']?[ \t]*[:=][ \t]*)")
+_VALUE = re.compile(r"\"[^\"\n]*\"?|'[^'\n]*'?|(?:(?i:bearer|basic|token|digest)[ \t]+)?[^\s,;&\"'<>{}\[\]()]+")
+_AWS = re.compile(r"(?i)(aws[a-z_\- ]{0,30}(?:secret|key)[a-z_\- ]{0,30}[\s:=\"']{1,4})[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])")
+# The lookbehind makes a search linear: inside a short run it fails at once instead of rescanning.
+_BLOB = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{" + str(_BLOB_MIN) + r",}={0,2}")
+
+
+def _mask_labeled(text: str) -> str:
+    """Mask the value after every sensitive `label=` / `label:` in `text` (quoted values keep their
+    quotes). A label that is not sensitive consumes nothing past its separator, so the next label
+    in `failed: KALSHI-ACCESS-SIGNATURE: ...` is still seen."""
+    out: list[str] = []
+    pos = 0
+    for match in _LABEL.finditer(text):
+        if match.start() < pos or not is_sensitive_key(match.group("label")):
+            continue
+        value = _VALUE.match(text, match.end())
+        if value is None:
+            continue
+        raw = value.group(0)
+        quote = raw[0] if raw[0] in "'\"" else ""
+        closed = quote and len(raw) > 1 and raw.endswith(quote)
+        out.append(text[pos:match.end()])
+        out.append(quote + MASK + (quote if closed else ""))
+        pos = value.end()
+    if not out:
+        return text
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _blob(match: re.Match[str]) -> str:
+    run = match.group(0)
+    if any(c.isupper() for c in run) and any(c.islower() for c in run) and any(c.isdigit() for c in run):
+        return MASK
+    return run
+
+
+def _has_trigger(text: str) -> bool:
+    low = text.lower()
+    for word in _TRIGGERS:
+        if word in low:
+            return True
+    for secret in _secrets:
+        if secret in text:
+            return True
+    return False
+
+
+def _has_blob(text: str) -> bool:
+    if text.lower() == text or text.upper() == text:  # a blob mixes cases: hex ids and hashes never do
+        return False
+    return any(_blob(match) is MASK for match in _BLOB.finditer(text))
+
+
+def needs_scrub(text: str) -> bool:
+    """Cheap test: could `text` contain anything the rules mask?"""
+    return _has_trigger(text) or (len(text) >= _BLOB_MIN and _has_blob(text))
+
+
+def scrub_text(text: str) -> str:
+    """`text` with every credential the rules find replaced by [REDACTED]. Any thread; never raises
+    for a str (a non-str is returned unchanged)."""
+    if type(text) is not str or not text or not needs_scrub(text):
+        return text
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    if "-----BEGIN" in text:
+        text = _PEM.sub(_PEM_MASK, text)
+    text = _BEARER.sub(r"\1" + MASK, text)
+    text = _mask_labeled(text)
+    text = _AWS.sub(r"\1" + MASK, text)
+    if len(text) >= _BLOB_MIN:
+        text = _BLOB.sub(_blob, text)
+    return text
+
+
+# ----------------------------------------------------------------------------- structures
+_MAX_DEPTH = 32
+
+
+def scrub_value(obj: Any, _depth: int = 0) -> Any:
+    """A scrubbed copy of `obj`: strings by `scrub_text`, dicts also by key name (a sensitive key's
+    non-numeric value becomes [REDACTED], whole), lists and tuples element-wise, bytes decoded.
+    Other objects are returned as they are (callers turn them into text first when they may carry
+    a secret). Recursion is cut at depth 32. Any thread."""
+    kind = type(obj)
+    if kind is str:
+        return scrub_text(obj)
+    if obj is None or kind in (int, float, bool):
+        return obj
+    if _depth > _MAX_DEPTH:
+        return "[too deep]"
+    if isinstance(obj, dict):
+        return {(scrub_text(k) if type(k) is str else k):
+                (MASK if is_sensitive_key(k) and _masks(v) else scrub_value(v, _depth + 1))
+                for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [scrub_value(v, _depth + 1) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(scrub_value(v, _depth + 1) for v in obj)
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return scrub_text(bytes(obj).decode("utf-8", "backslashreplace"))
+    if isinstance(obj, str):  # a str subclass: scrubbed as the plain text it writes as
+        return scrub_text(str.__str__(obj))
+    return obj
+
+
+def scrub_field(key: Any, value: Any) -> Any:
+    """The value to keep for field `key`: [REDACTED] under a sensitive name, else scrub_value."""
+    if is_sensitive_key(key) and _masks(value):
+        return MASK
+    return scrub_value(value)
+
+
+# Fields of a ledger record whose values dora-otel itself sets (ids, times) after the event's own
+# fields are merged in: scrub_record does not scan them, which keeps a clean record at ~1 us.
+TRUSTED_FIELDS = frozenset({
+    "bot_run_id", "env", "bot_version", "event_ts", "trace_id", "span_id", "decision_id", "expires_at",
+    "event_id", "kind", "event_type", "seq", "decision_ts", "decision_day", "execution_log_partition",
+})
+
+
+def scrub_record(record: dict[str, Any], trusted: frozenset[str] = TRUSTED_FIELDS) -> dict[str, Any]:
+    """Scrub a record (a ledger row) in place and return it.
+
+    Fast path for the thread that builds it: keys are checked against the (cached) name rule and
+    the strings of fields dora-otel does not generate itself are tested as one joined string; only
+    a record that may hold a credential is walked value by value.
+    """
+    texts: list[str] = []
+    longest = _collect(record, texts, 0, trusted)
+    if longest >= 0:
+        joined = "\x00".join(texts)
+        if not _has_trigger(joined) and (longest < _BLOB_MIN or not _has_blob(joined)):
+            if len(_seen_clean) > 4096:
+                _seen_clean.clear()
+            _seen_clean.update(dict.fromkeys(texts))
+            return record
+    for key, value in list(record.items()):
+        if key not in trusted:
+            record[key] = scrub_field(key, value)
+    return record
+
+
+def _collect(obj: Any, texts: list[str], depth: int, trusted: frozenset[str]) -> int:
+    """Gather the untrusted strings of a record of dicts/lists into `texts`; returns the longest
+    length, or -1 when a sensitive key holds a value (or the structure is odd): slow path."""
+    if depth > 4:
+        return -1
+    longest = 0
+    for key, value in (obj.items() if isinstance(obj, dict) else enumerate(obj)):
+        if key in trusted and depth == 0:
+            continue
+        if type(key) is str and key not in _seen_clean:
+            texts.append(key)
+        kind = type(value)
+        if kind is str:
+            if is_sensitive_key(key):
+                return -1
+            if value in _seen_clean:
+                continue
+            texts.append(value)
+            if len(value) > longest and value.lower() != value and value.upper() != value:
+                longest = len(value)  # (only a mixed-case string can hold a base64 blob)
+        elif kind in (int, float, bool) or value is None:
+            pass
+        elif kind in (dict, list, tuple):
+            if is_sensitive_key(key):
+                return -1
+            inner = _collect(value, texts, depth + 1, trusted)
+            if inner < 0:
+                return -1
+            longest = max(longest, inner)
+        else:
+            return -1
+    return longest
+
+
+# Strings (field names and values: markets, sides, ids) a clean record held: scrub_record skips them
+# next time (an order's ids recur in its place, result, cancel and fill records). Bounded; cleared
+# when a secret is registered.
+_seen_clean: dict[str, None] = {}
