@@ -126,6 +126,8 @@ def records_from_lines(lines: Iterable[Mapping[str, Any]]) -> tuple[dict[str, di
     """
     lines = list(lines)
     cancel_errors: dict[tuple[Any, Any], dict[str, Any]] = {}
+    cancel_outcomes = {(line.get("bot_run_id"), line.get("order_id")) for line in lines
+                       if line.get("event_type") == "ORDER_CANCEL" and line.get("status")}
     for line in lines:
         if line.get("event_type") == "ERROR" and str(line.get("status", "")).startswith("CANCEL_"):
             cancel_errors[(line.get("bot_run_id"), line.get("order_id"))] = dict(line)
@@ -153,7 +155,11 @@ def records_from_lines(lines: Iterable[Mapping[str, Any]]) -> tuple[dict[str, di
         if not decision_id:
             continue
         record.update(kind="execution", event_type=kind, decision_id=decision_id)
-        if kind == "ORDER_CANCEL":
+        if kind == "ORDER_CANCEL" and line.get("status"):
+            pass  # a cancel's outcome line carries its own status
+        elif kind == "ORDER_CANCEL" and (line.get("bot_run_id"), line.get("order_id")) in cancel_outcomes:
+            pass  # the request line of a cancel whose outcome line exists: it stays a request (no status)
+        elif kind == "ORDER_CANCEL":  # older lines: the outcome was only in an ERROR line
             err = cancel_errors.get((line.get("bot_run_id"), line.get("order_id")))
             if err is not None and int(err.get("seq") or 0) > int(line.get("seq") or 0):
                 record.update(status=err.get("status"), error_type=err.get("error_type"), error_msg=err.get("error_msg"))

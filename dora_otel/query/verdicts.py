@@ -201,6 +201,11 @@ def judge_slot(slot: int | str, expected: Mapping[str, Any] | None, events: Sequ
             cancels.append(dict(record))
         elif kind == "FILL":
             fills.append(dict(record))
+    # A cancel is two records: the request (no status) and its outcome (with one). Judge outcomes; a
+    # request whose outcome never arrived (the process died mid-cancel) counts as CANCEL_UNKNOWN.
+    answered = {c.get("order_id") for c in cancels if c.get("status")}
+    cancels = [c if c.get("status") else dict(c, status="CANCEL_UNKNOWN", error_msg="no outcome recorded for this cancel")
+               for c in cancels if c.get("status") or c.get("order_id") not in answered]
     coid = coid or next((a.client_order_id for a in attempts if a.client_order_id), None)
     size = _size((expected or {}).get("size"))
     if size is None:
