@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import math
 import logging
 import threading
 from decimal import Decimal
@@ -245,7 +246,7 @@ def attr(value: Any) -> Any:
     if kind in (str, int, float, bool) or value is None:
         return value
     if isinstance(value, Decimal):
-        return float(value)
+        return float(value) if value.is_finite() else str(value)
     if isinstance(value, (int, float, str)):  # enums and other subclasses
         try:
             return value.value if hasattr(value, "value") else kind.__mro__[1](value)
@@ -269,21 +270,34 @@ def _record_default(value: Any) -> Any:
 
 
 _FIELD_LIMIT = 1_000
-_INT_RANGE = (-(2**63), 2**64)
+_INT_RANGE = (-(2**63), 2**64)  # orjson's range (DynamoDB keeps 38 digits: inside it)
+_FLOAT_RANGE = (1e-130, 1e126)  # DynamoDB: 1E-130 <= |n| < 1E+126
+
+
+def _storable_float(value: float) -> bool:
+    return value == 0.0 or (math.isfinite(value) and _FLOAT_RANGE[0] <= abs(value) < _FLOAT_RANGE[1])
 
 
 def safe_value(value: Any, limit: int = _FIELD_LIMIT) -> Any:
-    """A bot's argument as a field value every output can hold: numbers, bools, None and finite-length
-    valid-UTF-8 text; anything else becomes its (safe) text. Never raises."""
+    """A bot's argument as a field value every output (line, span, journal, SQLite, DynamoDB) can
+    hold: None, bools, numbers every store keeps (else their text: NaN, inf, 1e300, 50-digit ints),
+    Decimals as floats, and valid-UTF-8 text cut at `limit`; any other object becomes its (safe) text.
+    Never raises."""
     kind = type(value)
-    if value is None or kind is bool or kind is float:
+    if value is None or kind is bool:
         return value
+    if kind is float:
+        return value if _storable_float(value) else repr(value)
     if kind is int:
         return value if _INT_RANGE[0] <= value < _INT_RANGE[1] else safe_text(value, 100)
     if kind is str:
         return value if len(value) <= limit and value.isascii() else safe_text(value, limit)
     if kind is Decimal:
-        return value
+        try:
+            number = float(value)
+        except (ValueError, OverflowError):
+            return str(value)
+        return number if _storable_float(number) else str(value)
     if isinstance(value, (str, int, float)):  # enums and other subclasses: their plain value
         try:
             plain = value.value if hasattr(value, "value") else kind.__mro__[1](value)

@@ -329,7 +329,7 @@ def decision_cycle(fn: F | None = None, /, *, market: Any = None, loop: Any = No
 
         def before(runtime: _runtime.Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _CallState:
             found = extract(args, kwargs)
-            mkt = safe_value(found.get("market"), 200)
+            mkt = _market(found.get("market"))
             loop_no = safe_value(found.get("loop"), 200)
             if loop_no is None:
                 with runtime.lock:
@@ -387,6 +387,14 @@ def decision_cycle(fn: F | None = None, /, *, market: Any = None, loop: Any = No
         return _make(func, before, after_ok, after_error)  # type: ignore[return-value]
 
     return decorate(fn) if fn is not None else decorate
+
+
+def _market(value: Any) -> str | None:
+    """A market as a dictionary key and a field: a ticker is text; an empty one is no market."""
+    if value is None or (type(value) is str and value == ""):
+        return None
+    text = safe_value(value, 200)
+    return text if type(text) is str else safe_text(text, 200)
 
 
 def _coid_text(value: Any) -> str | None:
@@ -463,7 +471,7 @@ def order_place(fn: F | None = None, /, *, result: Callable[[Any], Any] | None =
 
         def before(runtime: _runtime.Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _CallState:
             found = extract(args, kwargs)
-            mkt = safe_value(found.get("market"), 200)
+            mkt = _market(found.get("market"))
             side, price, size = safe_value(found.get("side"), 200), safe_value(found.get("price")), safe_value(found.get("size"))
             bot_coid = _coid_text(found.get("client_order_id"))
             bot_slot = found.get("slot")
@@ -623,7 +631,7 @@ def order_cancel(fn: F | None = None, /, **field_names: Any) -> Any:
             found = extract(args, kwargs)
             order_id, coid = safe_value(found.get("order_id"), 200), _coid_text(found.get("client_order_id"))
             ref = runtime.orders.find(coid, order_id)
-            mkt = safe_value(found["market"], 200) if "market" in found else (ref.market if ref else None)
+            mkt = _market(found["market"]) if "market" in found else (ref.market if ref else None)
             requested_by = current_decision.get()
             if ref is not None:
                 decision_id, parent, slot = ref.decision_id, ref.span_context, ref.slot
@@ -736,7 +744,7 @@ def order_suppressed(reason: str, *, market: Any, side: Any = None, price: Any =
 
 def _suppressed(runtime: _runtime.Runtime, reason: Any, market: Any, side: Any, price: Any, size: Any,
                 slot: Any, extra: dict[str, Any]) -> str | None:
-    mkt = safe_value(market, 200)
+    mkt = _market(market)
     side, price, size = safe_value(side, 200), safe_value(price), safe_value(size)
     if slot is not None and type(slot) is not int:
         slot = safe_value(slot, 200)
