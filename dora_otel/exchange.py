@@ -192,7 +192,8 @@ def _says_duplicate(*texts: str | None) -> bool:
 
 def _judge(http_status: int | None, code: str | None, message: str | None, error_type: str) -> Outcome:
     """An answer from the exchange (an HTTP status and/or an error code) -> Outcome [OE]."""
-    text = f"{code}: {message}" if code and message else code or message or (f"HTTP {http_status}" if http_status else error_type)
+    head = " ".join(part for part in (f"HTTP {http_status}" if http_status else "", code or "") if part)
+    text = f"{head}: {message}" if head and message else head or message or error_type
     reason = code or (f"http_{http_status}" if http_status else error_type)
     if http_status == 409 and (code is None or _says_duplicate(code, message)):
         return Outcome(OrderStatus.DUPLICATE, error_type=error_type, error_msg=text, http_status=http_status,
