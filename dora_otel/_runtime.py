@@ -8,14 +8,20 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
-import math
 import logging
+import math
 import threading
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
-from opentelemetry.trace import NonRecordingSpan, SpanContext, Tracer, set_span_in_context
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    Tracer,
+    set_span_in_context,
+)
 
 from dora_otel import events, identity
 from dora_otel.exchange import safe_text

@@ -37,15 +37,30 @@ import inspect
 import logging
 import time
 import traceback
-from typing import Any, Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import orjson
 from opentelemetry import context as otel_context
-from opentelemetry.trace import NonRecordingSpan, Status, StatusCode, set_span_in_context
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    Status,
+    StatusCode,
+    set_span_in_context,
+)
 
 from dora_otel import _runtime, exchange, identity
-from dora_otel._runtime import (Decision, OrderRef, attr, attrs as _attrs, price_key, safe_value, size_key,
-                                span_attributes)
+from dora_otel._runtime import (
+    Decision,
+    OrderRef,
+    attr,
+    price_key,
+    safe_value,
+    size_key,
+    span_attributes,
+)
+from dora_otel._runtime import attrs as _attrs
 from dora_otel.context import DecisionRef, current_decision
 from dora_otel.events import OrderStatus, SchemaError
 from dora_otel.exchange import safe_text
@@ -494,9 +509,9 @@ def order_place(fn: F | None = None, /, *, result: Callable[[Any], Any] | None =
             state = _CallState(runtime, span, fields, args, kwargs, decision=decision)
             state.token = otel_context.attach(set_span_in_context(span))
             if decision is not None and current_decision.get() is None:
-                state.decision_token = current_decision.set(DecisionRef(decision_id, mkt, decision.span_context))
+                state.decision_token = current_decision.set(DecisionRef(decision.decision_id, mkt, decision.span_context))
             if decision is not None:
-                state.ref = OrderRef(decision_id, decision.span_context, mkt, slot, side, price, size, coid)
+                state.ref = OrderRef(decision.decision_id, decision.span_context, mkt, slot, side, price, size, coid)
                 if coid is not None:
                     runtime.orders.add(str(coid), state.ref)
             try:
@@ -633,6 +648,8 @@ def order_cancel(fn: F | None = None, /, **field_names: Any) -> Any:
             ref = runtime.orders.find(coid, order_id)
             mkt = _market(found["market"]) if "market" in found else (ref.market if ref else None)
             requested_by = current_decision.get()
+            decision_id: str | None
+            parent: SpanContext | None
             if ref is not None:
                 decision_id, parent, slot = ref.decision_id, ref.span_context, ref.slot
                 coid = coid or ref.client_order_id

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import enum
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 class EventType(str, enum.Enum):
@@ -87,7 +88,7 @@ def problems(event_type: str, fields: Mapping[str, Any]) -> list[str]:
     required = KEY_FIELDS.get(event_type)
     if required is None:
         return [f"unknown event_type {event_type!r}; known: {', '.join(KEY_FIELDS)}"]
-    extra = _CONDITIONAL.get((event_type, fields.get("status")), ())
+    extra = _CONDITIONAL.get((event_type, str(fields.get("status"))), ())
     found = []
     for name in (*required, *extra) if extra else required:
         value = fields.get(name, _MISSING)

@@ -15,7 +15,11 @@ import threading
 from typing import Any
 
 import dora_otel
-from dora_otel.demo.exchange import ExchangeRejectError, ExchangeTimeoutError, PaperExchange
+from dora_otel.demo.exchange import (
+    ExchangeRejectError,
+    ExchangeTimeoutError,
+    PaperExchange,
+)
 
 logger = logging.getLogger("dora_bot")
 
