@@ -9,7 +9,6 @@ import collections
 import dataclasses
 import hashlib
 import logging
-import math
 import threading
 from collections.abc import Callable
 from decimal import Decimal
@@ -281,7 +280,7 @@ _FLOAT_RANGE = (1e-130, 1e126)  # DynamoDB: 1E-130 <= |n| < 1E+126
 
 
 def _storable_float(value: float) -> bool:
-    return value == 0.0 or (math.isfinite(value) and _FLOAT_RANGE[0] <= abs(value) < _FLOAT_RANGE[1])
+    return _FLOAT_RANGE[0] <= abs(value) < _FLOAT_RANGE[1] or value == 0.0  # False for NaN and inf
 
 
 def safe_value(value: Any, limit: int = _FIELD_LIMIT) -> Any:
@@ -290,14 +289,14 @@ def safe_value(value: Any, limit: int = _FIELD_LIMIT) -> Any:
     Decimals as floats, and valid-UTF-8 text cut at `limit`; any other object becomes its (safe) text.
     Never raises."""
     kind = type(value)
-    if value is None or kind is bool:
-        return value
+    if kind is str:  # the common cases first: this runs for every field of every order
+        return value if len(value) <= limit and value.isascii() else safe_text(value, limit)
     if kind is float:
         return value if _storable_float(value) else repr(value)
     if kind is int:
         return value if _INT_RANGE[0] <= value < _INT_RANGE[1] else safe_text(value, 100)
-    if kind is str:
-        return value if len(value) <= limit and value.isascii() else safe_text(value, limit)
+    if value is None or kind is bool:
+        return value
     if kind is Decimal:
         try:
             number = float(value)

@@ -565,13 +565,22 @@ def order_place(fn: F | None = None, /, *, result: Callable[[Any], Any] | None =
 
 
 def _outcome_from(value: Any) -> exchange.Outcome | None:
-    if value is None or isinstance(value, exchange.Outcome):
-        return value
-    if isinstance(value, dict):
-        return exchange.Outcome(OrderStatus(str(value["status"]).upper()), value.get("order_id"),
-                                value.get("exchange_status"), value.get("error_type"), value.get("error_msg"),
-                                value.get("http_status"), value.get("reason"))
-    return exchange.Outcome(OrderStatus(str(value).upper()))
+    """What a `result=` / `classify=` hook returned, as an Outcome with storable fields (None: use the
+    default reading)."""
+    if value is None:
+        return None
+    if isinstance(value, exchange.Outcome):
+        status, rest = value.status, list(value[1:])
+    elif isinstance(value, dict):
+        status = OrderStatus(str(value["status"]).upper())
+        rest = [value.get(k) for k in ("order_id", "exchange_status", "error_type", "error_msg", "http_status", "reason")]
+    else:
+        return exchange.Outcome(OrderStatus(str(value).upper()))
+    order_id, exchange_status, error_type, error_msg, http_status, reason = rest
+    text = [None if v is None else safe_text(v, 200) for v in (order_id, exchange_status, error_type, reason)]
+    return exchange.Outcome(OrderStatus(status), text[0], text[1], text[2],
+                            None if error_msg is None else safe_text(error_msg),
+                            http_status if type(http_status) is int else None, text[3])
 
 
 def _settle(state: _CallState, status: str) -> None:
@@ -586,16 +595,15 @@ def _order_result(state: _CallState, outcome: exchange.Outcome, latency_ms: floa
     latency_ms = round(latency_ms, 3)
     status = outcome.status.value
     _settle(state, status)
-    order_id = safe_value(outcome.order_id, 200)
-    error_msg = safe_value(outcome.error_msg)
+    order_id, error_msg = outcome.order_id, outcome.error_msg  # (safe text: see exchange / _outcome_from)
     fields: dict[str, Any] = {
         "seq": seq, "market": f["market"], "decision_id": f["decision_id"], "side": f["side"], "price": f["price"],
         "size": f["size"], "client_order_id": f["client_order_id"], "slot": f["slot"], "status": status,
-        "order_id": order_id, "exchange_status": safe_value(outcome.exchange_status, 200), "latency_ms": latency_ms,
-        "error_type": safe_value(outcome.error_type, 200), "error_msg": error_msg,
+        "order_id": order_id, "exchange_status": outcome.exchange_status, "latency_ms": latency_ms,
+        "error_type": outcome.error_type, "error_msg": error_msg,
     }
     if outcome.reason is not None:
-        fields["reason"] = safe_value(outcome.reason, 200)
+        fields["reason"] = outcome.reason
     if outcome.http_status is not None:
         fields["http_status"] = outcome.http_status
     if exc is not None:
