@@ -320,3 +320,27 @@ def test_cancel_outcomes_from_http(cap, server, route, status, reason):
     assert "status" not in request and request["seq"] < outcome["seq"]
     assert (outcome["status"], outcome.get("reason")) == (status, reason)
     assert isinstance(outcome["latency_ms"], float) and outcome["order_id"] == "ord-77"
+
+
+def test_a_retry_after_a_timeout_answered_409_is_a_duplicate_of_the_same_slot(cap, server):
+    """Kalshi's documented case: the first attempt landed although the bot saw a timeout; the retry with
+    the same client_order_id gets 409. Same slot, same id, status DUPLICATE (never REJECTED)."""
+    routes = iter(["/slow", "/duplicate"])
+    sent = []
+
+    @dora_otel.order_place
+    def place(market: str, side: str, price: float, size: int, client_order_id: str | None = None) -> Any:
+        sent.append(client_order_id)
+        with requests.post(server + next(routes), json={"client_order_id": client_order_id}, timeout=0.2) as resp:
+            resp.raise_for_status()
+            return resp.json()
+
+    decide("KXDUP")
+    with pytest.raises(requests.Timeout):
+        place("KXDUP", "yes", 0.45, 10)
+    with pytest.raises(requests.HTTPError):
+        place("KXDUP", "yes", 0.45, 10)
+    first, second = cap.events("ORDER_RESULT")
+    assert (first["status"], second["status"]) == ("UNKNOWN", "DUPLICATE")
+    assert sent[0] == sent[1] == first["client_order_id"] == second["client_order_id"]
+    assert first["slot"] == second["slot"] == 0
