@@ -18,12 +18,15 @@ mirrored into a durable ledger (SQLite by default, DynamoDB in production).
         @dora_otel.order_cancel
         def cancel_order(self, order_id): ...
 
+    # the risk manager / rate limiter, for a target it decides not to send:
+    dora_otel.order_suppressed("position limit", market="KXBTC", side="yes", price=0.45, size=10)
+
 Only the names in `__all__` are public; everything else may change.
 """
 
 from dora_otel._version import __version__
 from dora_otel.context import bind
-from dora_otel.decorators import decision_cycle, order_cancel, order_place
+from dora_otel.decorators import decision_cycle, order_cancel, order_place, order_suppressed
 from dora_otel.events import EventType, OrderStatus, SchemaError
 from dora_otel.exchange import Outcome
 from dora_otel.execution import heartbeat, link_order, record_fill, risk_halt
@@ -43,6 +46,7 @@ __all__ = [
     "link_order",
     "order_cancel",
     "order_place",
+    "order_suppressed",
     "record_fill",
     "risk_halt",
     "setup",

@@ -10,13 +10,20 @@ import dataclasses
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
-from opentelemetry.trace import NonRecordingSpan, SpanContext, Tracer, set_span_in_context
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    Tracer,
+    set_span_in_context,
+)
 
 from dora_otel import events, identity
+from dora_otel.exchange import safe_text
 
 EVENTS_LOGGER = "dora_otel"
 
@@ -38,32 +45,122 @@ def size_key(value: Any) -> float | None:
     return price_key(value)
 
 
+# Slot states. A slot is one order the decision expects (a target) or saw placed.
+FREE = "free"  # a target nobody has placed yet
+IN_FLIGHT = "in_flight"  # a place call for it is running
+OPEN = "open"  # last outcome non-terminal (UNKNOWN, ERROR) or suppressed: placing it again is a retry
+SETTLED = "settled"  # ACCEPTED, REJECTED or DUPLICATE: the exchange answered for good
+TERMINAL_STATUSES = frozenset({"ACCEPTED", "REJECTED", "DUPLICATE"})
+
+
+def order_key(side: Any, price: Any, size: Any) -> tuple[Any, float | None, float | None]:
+    """What makes two orders "the same target": side, price and size (numbers compared as floats)."""
+    try:
+        hash(side)
+    except TypeError:
+        side = str(side)
+    return (side, price_key(price), size_key(size))
+
+
+@dataclasses.dataclass(slots=True)
+class Slot:
+    key: tuple[Any, Any, Any]
+    client_order_id: str
+    state: str = FREE
+    planned: bool = False  # one of the strategy's targets (else an order the strategy did not return)
+
+
 @dataclasses.dataclass
 class Decision:
-    """A decision the strategy made: its trace, its target orders and what became of each slot."""
+    """One decision and its slots, from the moment `@decision_cycle` starts until it is superseded.
+
+    Every order of the decision gets its own slot and client_order_id, wherever it is placed from
+    (inside the decision body, under `asyncio.gather`, from threads, or after the strategy returned).
+    All methods run under `Runtime.lock` (any thread).
+    """
 
     decision_id: str
-    market: str | None
+    market: Any
     span_context: SpanContext
-    targets: list[dict[str, Any]]
-    keys: list[tuple[Any, Any, Any]]
-    settled: set[int] = dataclasses.field(default_factory=set)
-    next_extra_slot: int = 0
+    targets: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    slots: dict[int, Slot] = dataclasses.field(default_factory=dict)
+    next_slot: int = 0
+    decided: bool = False  # the strategy returned: `targets` are known
     parent_context: Any = None  # an OTel Context whose current span is this decision (children start here)
 
     def __post_init__(self) -> None:
         self.parent_context = set_span_in_context(NonRecordingSpan(self.span_context))
 
-    def claim_slot(self, side: Any, price: Any, size: Any) -> int:
-        """The target slot an order belongs to: the first unsettled target with the same side,
-        price and size; else a new slot past the targets (an order the strategy did not plan)."""
-        key = (side, price_key(price), size_key(size))
-        for slot, target_key in enumerate(self.keys):
-            if target_key == key and slot not in self.settled:
-                return slot
-        slot = len(self.targets) + self.next_extra_slot
-        self.next_extra_slot += 1
+    def _new_slot(self, key: tuple[Any, Any, Any], client_order_id: Any, state: str, planned: bool) -> int:
+        slot = self.next_slot
+        self.next_slot += 1
+        self.slots[slot] = Slot(key, client_order_id or client_order_id_for(self.decision_id, slot), state, planned)
         return slot
+
+    def claim(self, side: Any, price: Any, size: Any, client_order_id: str | None = None,
+              slot: Any = None, state: str = IN_FLIGHT) -> tuple[Any, str | None]:
+        """The slot and client_order_id of an order about to be placed (or suppressed: `state=OPEN`).
+
+        - `slot` given by the bot: that slot (its id is kept on a retry);
+        - `client_order_id` given: the slot that already has it (a retry), else the first free
+          matching target, which takes this id;
+        - else: the first slot with the same side/price/size that is free or whose last outcome was
+          non-terminal and has no attempt in flight (a retry keeps its id);
+        - else a new slot past every slot seen so far.
+        """
+        key = order_key(side, price, size)
+        if slot is not None:
+            if not isinstance(slot, int) or isinstance(slot, bool):
+                return slot, client_order_id or client_order_id_for(self.decision_id, slot)
+            entry = self.slots.get(slot)
+            if entry is None:
+                self.slots[slot] = entry = Slot(key, client_order_id or client_order_id_for(self.decision_id, slot))
+                self.next_slot = max(self.next_slot, slot + 1)
+            entry.state = state
+            return slot, client_order_id or entry.client_order_id
+        if client_order_id is not None:
+            for number, entry in self.slots.items():
+                if entry.client_order_id == client_order_id:
+                    entry.state = state
+                    return number, client_order_id
+        for number in sorted(self.slots):
+            entry = self.slots[number]
+            if entry.key == key and entry.state in (FREE, OPEN):
+                entry.state = state
+                if client_order_id is not None:
+                    entry.client_order_id = client_order_id
+                return number, entry.client_order_id
+        number = self._new_slot(key, client_order_id, state, planned=False)
+        return number, self.slots[number].client_order_id
+
+    def settle(self, slot: Any, status: str) -> None:
+        """Record a place call's outcome for `slot`: terminal answers close it, others leave it open."""
+        entry = self.slots.get(slot) if isinstance(slot, int) else None
+        if entry is not None:
+            entry.state = SETTLED if status in TERMINAL_STATUSES else OPEN
+
+    def decide(self, raw: list[tuple[Any, Any, Any, Any]]) -> list[dict[str, Any]]:
+        """The strategy returned these targets (side, price, size, client_order_id or None). Each
+        is matched to an order already placed inside the decision (same client_order_id, else same
+        side/price/size), else given the next free slot. Returns the targets with their slots."""
+        targets = []
+        for side, price, size, coid in raw:
+            key = order_key(side, price, size)
+            found = None
+            unplanned = [n for n in sorted(self.slots) if not self.slots[n].planned]
+            if coid is not None:
+                found = next((n for n in unplanned if self.slots[n].client_order_id == coid), None)
+            if found is None:
+                found = next((n for n in unplanned if self.slots[n].key == key
+                              and (coid is None or self.slots[n].client_order_id == coid)), None)
+            if found is None:
+                found = self._new_slot(key, coid, FREE, planned=True)
+            self.slots[found].planned = True
+            targets.append({"slot": found, "side": side, "price": price, "size": size,
+                            "client_order_id": self.slots[found].client_order_id})
+        self.targets = targets
+        self.decided = True
+        return targets
 
 
 class OrderRef(NamedTuple):
@@ -116,7 +213,8 @@ class Runtime:
         self.ttl_days = ttl_days
         self.log = logging.getLogger(EVENTS_LOGGER)
         self.orders = OrderBook()
-        self.latest: dict[Any, Decision] = {}
+        self.latest: dict[Any, Decision] = {}  # market -> its last decision that returned
+        self.running: dict[Any, Decision] = {}  # market -> its decision whose strategy is running now
         self.loops: collections.Counter[Any] = collections.Counter()
         self.lock = threading.Lock()
         self.watchdog: Any = None
@@ -153,10 +251,13 @@ def attr(value: Any) -> Any:
     if kind in (str, int, float, bool) or value is None:
         return value
     if isinstance(value, Decimal):
-        return float(value)
+        return float(value) if value.is_finite() else str(value)
     if isinstance(value, (int, float, str)):  # enums and other subclasses
-        return value.value if hasattr(value, "value") else kind.__mro__[1](value)
-    return str(value)
+        try:
+            return value.value if hasattr(value, "value") else kind.__mro__[1](value)
+        except Exception:
+            return safe_text(value)
+    return safe_text(value)
 
 
 def attrs(values: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +271,45 @@ _RECORD_EXCLUDE = frozenset({"stack"})
 def _record_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value) if value.is_finite() else str(value)
-    return str(value)
+    return safe_text(value)
+
+
+_FIELD_LIMIT = 1_000
+_INT_RANGE = (-(2**63), 2**64)  # orjson's range (DynamoDB keeps 38 digits: inside it)
+_FLOAT_RANGE = (1e-130, 1e126)  # DynamoDB: 1E-130 <= |n| < 1E+126
+
+
+def _storable_float(value: float) -> bool:
+    return _FLOAT_RANGE[0] <= abs(value) < _FLOAT_RANGE[1] or value == 0.0  # False for NaN and inf
+
+
+def safe_value(value: Any, limit: int = _FIELD_LIMIT) -> Any:
+    """A bot's argument as a field value every output (line, span, journal, SQLite, DynamoDB) can
+    hold: None, bools, numbers every store keeps (else their text: NaN, inf, 1e300, 50-digit ints),
+    Decimals as floats, and valid-UTF-8 text cut at `limit`; any other object becomes its (safe) text.
+    Never raises."""
+    kind = type(value)
+    if kind is str:  # the common cases first: this runs for every field of every order
+        return value if len(value) <= limit and value.isascii() else safe_text(value, limit)
+    if kind is float:
+        return value if _storable_float(value) else repr(value)
+    if kind is int:
+        return value if _INT_RANGE[0] <= value < _INT_RANGE[1] else safe_text(value, 100)
+    if value is None or kind is bool:
+        return value
+    if kind is Decimal:
+        try:
+            number = float(value)
+        except (ValueError, OverflowError):
+            return str(value)
+        return number if _storable_float(number) else str(value)
+    if isinstance(value, (str, int, float)):  # enums and other subclasses: their plain value
+        try:
+            plain = value.value if hasattr(value, "value") else kind.__mro__[1](value)
+        except Exception:
+            return safe_text(value, limit)
+        return safe_value(plain, limit) if type(plain) in (str, int, float, bool) else safe_text(plain, limit)
+    return safe_text(value, limit)
 
 
 def span_attributes(event_type: str, fields: dict[str, Any], searchable: tuple[str, ...] = ()) -> dict[str, Any]:

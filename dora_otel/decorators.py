@@ -1,71 +1,105 @@
 """The decorators a bot adds to its strategy and exchange methods: `@decision_cycle`,
-`@order_place`, `@order_cancel`. Sync functions, async functions and methods alike.
+`@order_place`, `@order_cancel` (sync functions, async functions and methods alike), and
+`order_suppressed`, the bot's "this target was deliberately not sent, because R".
 
 - `@decision_cycle` starts a NEW root span (a new trace) on every call; its trace id is the
   decision_id, bound for every log line inside. When the strategy returns, DECISION_MADE is logged
-  with the target orders read from the return value.
+  with the target orders read from the return value, each with its slot and client_order_id.
 - `@order_place` / `@order_cancel` are child spans of the decision: the one active in the calling
-  context, else the latest decision for the order's market (strategies usually return targets and
-  the main loop places them), and for a cancel, the decision that placed the order.
+  context (also inside asyncio tasks), else the decision for the order's market that is running now
+  (orders placed from threads inside a decision), else the latest for the market (strategies usually
+  return targets and the main loop places them), and for a cancel, the decision that placed the order.
+- Every order of a decision has its own slot and client_order_id (`_runtime.Decision.claim`): the
+  strategy's targets first (by side/price/size), then the next free slot. A *retry* keeps its slot
+  and id: the bot passes that client_order_id (or `slot=`) again, or places the same side/price/size
+  again after a non-terminal outcome (UNKNOWN, ERROR, suppressed) with no attempt in flight.
 
 Fields are found by parameter name (`market`, `side`, `price`, `size`, `client_order_id`,
 `order_id`, `slot`); override a name with a keyword (`market="ticker"`), or reach into an argument
 with a dotted path (`market="order.ticker"`). Only those named fields are captured, never whole
 argument lists, so credentials cannot leak through a decorator.
 
-Telemetry never raises into bot code: if building a span or a line fails, the bot's function runs
-as if undecorated. The bot's own exceptions pass through unchanged (same object, same traceback).
+Telemetry never changes or stops the bot's call. The call receives exactly the arguments the bot
+passed, plus a generated client_order_id only where the bot left that parameter empty (None or "",
+by keyword, positionally or not at all). Field values are copied as text where they are not plain
+numbers (placeholders for what cannot be printed), so a hostile value cannot lose a record. If
+building a span or a line fails, the bot's function runs as if undecorated. The bot's own return
+value and exceptions pass through unchanged (same object, same traceback).
 """
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import functools
 import hashlib
 import inspect
 import logging
 import time
 import traceback
-from typing import Any, Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import orjson
 from opentelemetry import context as otel_context
-from opentelemetry.trace import NonRecordingSpan, Status, StatusCode, set_span_in_context
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    Status,
+    StatusCode,
+    set_span_in_context,
+)
 
 from dora_otel import _runtime, exchange, identity
-from dora_otel._runtime import (Decision, OrderRef, attr, attrs as _attrs, client_order_id_for, price_key, size_key,
-                                span_attributes)
+from dora_otel._runtime import (
+    Decision,
+    OrderRef,
+    attr,
+    price_key,
+    safe_value,
+    size_key,
+    span_attributes,
+)
+from dora_otel._runtime import attrs as _attrs
 from dora_otel.context import DecisionRef, current_decision
 from dora_otel.events import OrderStatus, SchemaError
+from dora_otel.exchange import safe_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 _EMPTY = otel_context.Context()
 _internal = logging.getLogger("dora_otel.internal")
 _perf = time.perf_counter
 _next_seq = identity.next_seq
+_STACK_LIMIT = 20_000
+
+# The decision whose strategy body is running in this context (asyncio tasks inherit it).
+_active_decision: contextvars.ContextVar[Decision | None] = contextvars.ContextVar("dora_otel_active_decision",
+                                                                                     default=None)
 
 
 def _report_internal_error(where: str) -> None:
     """A failure inside telemetry: one line, never an exception into the bot."""
     try:
-        _internal.error("dora-otel failed in %s; the bot call proceeds undecorated", where, exc_info=True)
+        _internal.error("dora-otel failed in %s; the bot call proceeds", where, exc_info=True)
     except Exception:
         pass
 
 
 # ---------------------------------------------------------------------------------------------
-# Finding fields in a call's arguments
+# Finding fields in a call's arguments, and passing a generated client_order_id
 # ---------------------------------------------------------------------------------------------
 
 class _Extractor:
     """Reads named fields from (args, kwargs), planned once at decoration time (no per-call
-    signature binding: that costs more than the whole span)."""
+    signature binding: that costs more than the whole span). A field that cannot be read (a
+    hostile attribute) is left out rather than failing the record."""
 
     __slots__ = ("_plan",)
 
     def __init__(self, fn: Callable[..., Any], fields: Iterable[str], overrides: dict[str, Any]) -> None:
         params = inspect.signature(fn).parameters
         names = list(params)
-        plan = []
+        plan: list[tuple[str, str | None, int | None, Any, Any]] = []
         for field in fields:
             spec = overrides.get(field, field)
             if callable(spec):
@@ -84,92 +118,99 @@ class _Extractor:
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         out = {}
         for field, name, index, default, path in self._plan:
-            if name is None:  # a callable override: fn(args, kwargs)
-                value = path(args, kwargs)
-            elif name in kwargs:
-                value = kwargs[name]
-            elif index is not None and index < len(args):
-                value = args[index]
-            elif default is not inspect.Parameter.empty:
-                value = default
-            else:
+            try:
+                if name is None:  # a callable override: fn(args, kwargs)
+                    value = path(args, kwargs)
+                elif name in kwargs:
+                    value = kwargs[name]
+                elif index is not None and index < len(args):
+                    value = args[index]
+                elif default is not inspect.Parameter.empty:
+                    value = default
+                else:
+                    continue
+                for part in path if name is not None else ():
+                    value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
+            except Exception:
                 continue
-            for part in path if name is not None else ():
-                value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
             if value is not None:
                 out[field] = value
         return out
 
 
-def _make(fn: Callable[..., Any], before: Callable, after_ok: Callable, after_error: Callable) -> Callable[..., Any]:
-    """Wrap `fn` (sync or async) so that telemetry failures never change what the bot sees."""
+class _CoidSlot:
+    """Where a generated client_order_id goes in a call, planned at decoration time: the
+    `client_order_id` parameter's position and kind (the per-call work is a tuple/dict update)."""
 
-    if inspect.iscoroutinefunction(fn):
-        @functools.wraps(fn)
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            state = _guard(before, args, kwargs)
-            if state is None:
-                return await fn(*args, **kwargs)
-            try:
-                result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                _guard_after(after_error, state, exc)
-                raise
-            _guard_after(after_ok, state, result)
-            return result
+    __slots__ = ("index", "keyword")
 
-        return async_wrapper
+    def __init__(self, fn: Callable[..., Any], name: str = "client_order_id") -> None:
+        params = list(inspect.signature(fn).parameters.values())
+        found = next((p for p in params if p.name == name), None)
+        self.index: int | None = None
+        self.keyword = False
+        if found is None or found.kind in (found.VAR_POSITIONAL, found.VAR_KEYWORD):
+            return
+        if found.kind in (found.POSITIONAL_ONLY, found.POSITIONAL_OR_KEYWORD):
+            self.index = params.index(found)
+        self.keyword = found.kind in (found.POSITIONAL_OR_KEYWORD, found.KEYWORD_ONLY)
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        state = _guard(before, args, kwargs)
-        if state is None:
-            return fn(*args, **kwargs)
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            _guard_after(after_error, state, exc)
-            raise
-        _guard_after(after_ok, state, result)
-        return result
+    @property
+    def usable(self) -> bool:
+        return self.index is not None or self.keyword
 
-    return wrapper
-
-
-def _guard(before: Callable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    runtime = _runtime.ACTIVE
-    if runtime is None:
-        return None
-    try:
-        return before(runtime, args, kwargs)
-    except SchemaError:
-        if runtime.strict:
-            raise
-        return None
-    except Exception:
-        _report_internal_error(getattr(before, "__qualname__", "a decorator"))
-        return None
+    def fill(self, args: tuple[Any, ...], kwargs: dict[str, Any], coid: str,
+             name: str = "client_order_id") -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """(args, kwargs) with `coid` where the bot left the parameter empty; the bot's own objects
+        otherwise (a non-empty value is never replaced)."""
+        if self.keyword and name in kwargs:
+            if _empty(kwargs[name]):
+                kwargs = dict(kwargs)
+                kwargs[name] = coid
+            return args, kwargs
+        if self.index is not None and self.index < len(args):
+            if _empty(args[self.index]):
+                args = args[:self.index] + (coid,) + args[self.index + 1:]
+            return args, kwargs
+        if self.keyword:
+            kwargs = dict(kwargs)
+            kwargs[name] = coid
+        elif self.index is not None and self.index == len(args):  # positional-only, next in line
+            args = args + (coid,)
+        return args, kwargs
 
 
-def _guard_after(after: Callable, state: Any, value: Any) -> None:
-    try:
-        after(state, value)
-    except SchemaError:
-        if state.runtime.strict:
-            raise
-    except Exception:
-        _report_internal_error(getattr(after, "__qualname__", "a decorator"))
-        state.cleanup()
+def _empty(value: Any) -> bool:
+    return value is None or (type(value) is str and value == "")
 
 
+# ---------------------------------------------------------------------------------------------
+# Running a decorated call
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(slots=True)
 class _CallState:
-    """What a decorated call carries from before the call to after it."""
+    """What a decorated call carries from before the call to after it (the thread or task that
+    makes the call owns it)."""
 
-    __slots__ = ("runtime", "span", "token", "decision_token", "fields", "started", "decision", "ref")
+    runtime: _runtime.Runtime
+    span: Any
+    fields: dict[str, Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    started: float = 0.0
+    decision: Decision | None = None
+    ref: OrderRef | None = None
+    token: Any = None
+    decision_token: Any = None
+    active_token: Any = None
 
     def cleanup(self) -> None:
         """Restore the caller's context and end the span, whatever happened."""
         try:
+            if self.active_token is not None:
+                _active_decision.reset(self.active_token)
+                self.active_token = None
             if self.decision_token is not None:
                 current_decision.reset(self.decision_token)
                 self.decision_token = None
@@ -182,17 +223,580 @@ class _CallState:
             pass
 
 
+def _make(fn: Callable[..., Any], before: Callable[..., Any], after_ok: Callable[..., Any],
+          after_error: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap `fn` (sync or async) so that telemetry failures never change what the bot sees. The call
+    gets `state.args` / `state.kwargs`: the bot's own, plus a generated client_order_id at most."""
+
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            state = _guard(before, args, kwargs)
+            if state is None:
+                return await fn(*args, **kwargs)
+            try:
+                result = await fn(*state.args, **state.kwargs)
+            except BaseException as exc:
+                _guard_after(after_error, state, exc, reraise=False)
+                raise
+            _guard_after(after_ok, state, result)
+            return result
+
+        return async_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        state = _guard(before, args, kwargs)
+        if state is None:
+            return fn(*args, **kwargs)
+        try:
+            result = fn(*state.args, **state.kwargs)
+        except BaseException as exc:
+            _guard_after(after_error, state, exc, reraise=False)
+            raise
+        _guard_after(after_ok, state, result)
+        return result
+
+    return wrapper
+
+
+def _guard(before: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _CallState | None:
+    runtime = _runtime.ACTIVE
+    if runtime is None:
+        return None
+    try:
+        state: _CallState = before(runtime, args, kwargs)
+        return state
+    except SchemaError:
+        if runtime.strict:
+            raise
+        return None
+    except Exception:
+        _report_internal_error(getattr(before, "__qualname__", "a decorator"))
+        return None
+
+
+def _guard_after(after: Callable[..., Any], state: _CallState, value: Any, *, reraise: bool = True) -> None:
+    """Run an after-hook. A strict-mode SchemaError reaches the bot only after a call that returned
+    (never in place of the bot's own exception)."""
+    try:
+        after(state, value)
+    except SchemaError:
+        state.cleanup()
+        if state.runtime.strict and reraise:
+            raise
+    except Exception:
+        _report_internal_error(getattr(after, "__qualname__", "a decorator"))
+        state.cleanup()
+
+
 def _record_exception(span: Any, exc: BaseException) -> None:
-    span.record_exception(exc)
-    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+    """The exception on the span, whatever its __str__ does."""
+    text = safe_text(exc)
+    name = safe_text(type(exc).__name__, 200)
+    try:
+        span.record_exception(exc, attributes={"exception.message": text, "exception.stacktrace": _stack(exc)})
+    except Exception:
+        try:
+            span.add_event("exception", {"exception.type": name, "exception.message": text})
+        except Exception:
+            pass
+    try:
+        span.set_status(Status(StatusCode.ERROR, f"{name}: {text}"))
+    except Exception:
+        pass
 
 
 def _stack(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:
+        text = f"{type(exc).__name__}: <traceback could not be formatted>"
+    return safe_text(text, _STACK_LIMIT)
+
+
+def _error_msg(exc: BaseException) -> str:
+    return safe_text(exc) or safe_text(type(exc).__name__, 200)
 
 
 # ---------------------------------------------------------------------------------------------
 # @decision_cycle
+# ---------------------------------------------------------------------------------------------
+
+def decision_cycle(fn: F | None = None, /, *, market: Any = None, loop: Any = None,
+                   targets: Callable[[Any], Iterable[Any]] | None = None,
+                   spread: Callable[[Any], Any] | None = None) -> Any:
+    """Decorate the strategy method that decides one cycle for one market.
+
+    Each call is a new trace whose trace id is the decision_id. The return value is passed back
+    unchanged; its target orders are read by `targets(result)` (default: `default_targets`).
+    `market` / `loop` name the parameters holding the market ticker and loop counter (a dotted path
+    or a callable `(args, kwargs) -> value` also work); without a loop parameter a per-market
+    counter is kept. Orders placed while the body runs (also under `asyncio.gather` or from threads)
+    belong to this decision, each with its own slot.
+    """
+
+    def decorate(func: F) -> F:
+        names = {k: v for k, v in (("market", market), ("loop", loop)) if v is not None}
+        extract = _Extractor(func, ("market", "loop"), names)
+        read_targets = targets or default_targets
+        name = getattr(func, "__qualname__", "decision")
+
+        def before(runtime: _runtime.Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _CallState:
+            found = extract(args, kwargs)
+            mkt = _market(found.get("market"))
+            loop_no = safe_value(found.get("loop"), 200)
+            if loop_no is None:
+                with runtime.lock:
+                    runtime.loops[mkt] += 1
+                    loop_no = runtime.loops[mkt]
+            span = runtime.tracer.start_span(
+                f"decision {mkt}" if mkt is not None else "decision", context=_EMPTY,
+                attributes=_attrs({"dora.event_type": "DECISION_MADE", "dora.market": attr(mkt), "dora.loop": attr(loop_no)}),
+            )
+            ctx = span.get_span_context()
+            decision = Decision(format(ctx.trace_id, "032x"), mkt, ctx)
+            with runtime.lock:
+                runtime.running[mkt] = decision
+            state = _CallState(runtime, span, {"market": mkt, "loop": loop_no}, args, kwargs, _perf(), decision)
+            state.token = otel_context.attach(set_span_in_context(span))
+            state.decision_token = current_decision.set(DecisionRef(decision.decision_id, mkt, ctx))
+            state.active_token = _active_decision.set(decision)
+            return state
+
+        def after_ok(state: _CallState, result: Any) -> None:
+            decision = state.decision
+            assert decision is not None
+            try:
+                raw = [(safe_value(_field(t, "side")), safe_value(_field(t, "price")), safe_value(_field(t, "size")),
+                        _coid_text(_field(t, "client_order_id"))) for t in read_targets(result)]
+                with state.runtime.lock:
+                    normalized = decision.decide(raw)
+                try:
+                    spread_value = spread(result) if spread else default_spread(result, normalized)
+                except Exception:
+                    if spread:
+                        raise
+                    spread_value = None
+                _decided(state, normalized, safe_value(spread_value))
+            finally:
+                _finish_running(state, keep=True)
+                state.cleanup()
+
+        def after_error(state: _CallState, exc: BaseException) -> None:
+            try:
+                runtime, span = state.runtime, state.span
+                _record_exception(span, exc)
+                error_msg = _error_msg(exc)
+                fields = {"market": state.fields["market"], "loop": state.fields["loop"],
+                          "error_type": safe_text(type(exc).__name__, 200), "error_msg": error_msg,
+                          "stack": _stack(exc), "where": name, "seq": _next_seq()}
+                span.set_attributes(span_attributes("DECISION_MADE", dict(
+                    fields, target_count=0, targets=[], error_msg=error_msg[:1000]), ("error_type",)))
+                runtime.emit(logging.ERROR, "ERROR",
+                             f"decision for {state.fields['market']} raised {fields['error_type']}", fields)
+            finally:
+                _finish_running(state, keep=False)
+                state.cleanup()
+
+        return _make(func, before, after_ok, after_error)  # type: ignore[return-value]
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def _market(value: Any) -> str | None:
+    """A market as a dictionary key and a field: a ticker is text; an empty one is no market."""
+    if value is None or (type(value) is str and value == ""):
+        return None
+    text = safe_value(value, 200)
+    return text if type(text) is str else safe_text(text, 200)
+
+
+def _coid_text(value: Any) -> str | None:
+    return None if _empty(value) else str(safe_value(value, 200))
+
+
+def _finish_running(state: _CallState, *, keep: bool) -> None:
+    """The strategy body ended: its decision stops being the market's running one; when it returned,
+    it becomes the market's latest (orders placed after it returns join it)."""
+    decision, runtime = state.decision, state.runtime
+    if decision is None:
+        return
+    with runtime.lock:
+        if runtime.running.get(decision.market) is decision:
+            del runtime.running[decision.market]
+        if keep:
+            runtime.latest[decision.market] = decision
+
+
+def _decided(state: _CallState, targets: list[dict[str, Any]], spread_value: Any) -> None:
+    runtime, span, decision = state.runtime, state.span, state.decision
+    assert decision is not None
+    mkt = state.fields["market"]
+    fields = {"seq": _next_seq(), "market": mkt, "decision_id": decision.decision_id, "loop": state.fields["loop"],
+              "target_count": len(targets), "spread": spread_value, "targets": targets,
+              "expected_orders_hash": expected_orders_hash(targets)}
+    span.set_attributes(span_attributes("DECISION_MADE", fields, ("target_count",)))
+    runtime.emit(logging.INFO, "DECISION_MADE", f"decision for {mkt}: {len(targets)} target orders", fields, span)
+    if runtime.watchdog is not None:
+        runtime.watchdog.decision_made(decision.decision_id, mkt)
+
+
+def _decision_for(runtime: _runtime.Runtime, market: Any) -> Decision | None:
+    """The decision an order belongs to: the one active in this context, else the one running now
+    for the market (an order placed from a thread inside the decision), else the market's latest."""
+    active = _active_decision.get()
+    if active is not None:
+        return active
+    with runtime.lock:
+        return runtime.running.get(market) or runtime.latest.get(market)
+
+
+# ---------------------------------------------------------------------------------------------
+# @order_place
+# ---------------------------------------------------------------------------------------------
+
+_ORDER_FIELDS = ("market", "side", "price", "size", "client_order_id", "slot")
+
+
+def order_place(fn: F | None = None, /, *, result: Callable[[Any], Any] | None = None,
+                classify: Callable[[BaseException], Any] | None = None, **field_names: Any) -> Any:
+    """Decorate the exchange call that places one order.
+
+    ORDER_PLACE is logged (and recorded in the ledger) before the call; ORDER_RESULT after it with
+    status ACCEPTED | REJECTED | DUPLICATE | ERROR | UNKNOWN, order_id, latency_ms, reason and
+    error_msg (the rules are in `dora_otel.exchange`). A timeout, disconnect or 5xx is UNKNOWN: the
+    order may be live. A 409 duplicate client_order_id is DUPLICATE: an earlier attempt exists.
+    When the bot leaves `client_order_id` empty (None or "", by keyword, positionally or not at all),
+    the slot's id is passed in its place, so a retry of the same slot reuses it.
+
+    `result(response)` may return an `exchange.Outcome` or a dict with `status`, `order_id`,
+    `exchange_status`, `error_msg`, `reason` for response shapes the default reader does not know (None:
+    use the default); `classify(exc)` may return an `Outcome` (or None for the default) for exceptions.
+    Field names: `market="ticker"`, `price="order.limit_price"`, ...
+    """
+    unknown = set(field_names) - set(_ORDER_FIELDS)
+    if unknown:
+        raise TypeError(f"order_place got unknown field override(s) {sorted(unknown)}; known: {list(_ORDER_FIELDS)}")
+
+    def decorate(func: F) -> F:
+        extract = _Extractor(func, _ORDER_FIELDS, field_names)
+        coid_param = field_names.get("client_order_id", "client_order_id")
+        coid_slot = _CoidSlot(func, coid_param) if isinstance(coid_param, str) and "." not in coid_param else None
+
+        def before(runtime: _runtime.Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _CallState:
+            found = extract(args, kwargs)
+            mkt = _market(found.get("market"))
+            side, price, size = safe_value(found.get("side"), 200), safe_value(found.get("price")), safe_value(found.get("size"))
+            bot_coid = _coid_text(found.get("client_order_id"))
+            bot_slot = found.get("slot")
+            if bot_slot is not None and (type(bot_slot) is not int):
+                bot_slot = safe_value(bot_slot, 200)
+            decision = _decision_for(runtime, mkt)
+            coid: Any = bot_coid
+            if decision is not None:
+                with runtime.lock:
+                    slot, coid = decision.claim(side, price, size, bot_coid, bot_slot)
+                decision_id, parent_ctx = decision.decision_id, decision.parent_context
+                if bot_coid is None and coid is not None and coid_slot is not None and coid_slot.usable:
+                    args, kwargs = coid_slot.fill(args, kwargs, coid, coid_param)
+            else:
+                slot, decision_id, parent_ctx = bot_slot, None, _EMPTY
+            fields = {"seq": _next_seq(), "market": mkt, "decision_id": decision_id, "side": side,
+                      "price": price, "size": size, "client_order_id": coid, "slot": slot}
+            span = runtime.tracer.start_span("order.place", context=parent_ctx, attributes=span_attributes(
+                "ORDER_PLACE", fields, ("market", "side", "client_order_id")))
+            state = _CallState(runtime, span, fields, args, kwargs, decision=decision)
+            state.token = otel_context.attach(set_span_in_context(span))
+            if decision is not None and current_decision.get() is None:
+                state.decision_token = current_decision.set(DecisionRef(decision.decision_id, mkt, decision.span_context))
+            if decision is not None:
+                state.ref = OrderRef(decision.decision_id, decision.span_context, mkt, slot, side, price, size, coid)
+                if coid is not None:
+                    runtime.orders.add(str(coid), state.ref)
+            try:
+                runtime.emit(logging.INFO, "ORDER_PLACE", f"placing {side} {size}@{price} on {mkt}", dict(fields), span)
+                if runtime.watchdog is not None and decision_id is not None:
+                    runtime.watchdog.order_started(decision_id, slot, coid, mkt)
+            except BaseException:  # (SchemaError in strict mode) leave the caller's context as it was
+                _settle(state, "ERROR")
+                state.cleanup()
+                raise
+            state.started = _perf()
+            return state
+
+        def after_ok(state: _CallState, response: Any) -> None:
+            latency_ms = (_perf() - state.started) * 1000.0
+            try:
+                outcome = None
+                if result is not None:
+                    try:
+                        outcome = _outcome_from(result(response))
+                    except Exception:
+                        _report_internal_error("the result= hook of @order_place")
+                        outcome = exchange.Outcome(OrderStatus.UNKNOWN, error_type="ResultHookError",
+                                                   error_msg="the result= hook raised; see the dora_otel.internal line",
+                                                   reason="result_hook_error")
+                if outcome is None:
+                    outcome = exchange.read_response(response)
+                _order_result(state, outcome, latency_ms, None)
+            finally:
+                state.cleanup()
+
+        def after_error(state: _CallState, exc: BaseException) -> None:
+            latency_ms = (_perf() - state.started) * 1000.0
+            try:
+                outcome = None
+                if classify is not None:
+                    try:
+                        outcome = _outcome_from(classify(exc))
+                    except Exception:
+                        _report_internal_error("the classify= hook of @order_place")
+                if outcome is None:
+                    outcome = exchange.classify_exception(exc)
+                _record_exception(state.span, exc)
+                _order_result(state, outcome, latency_ms, exc)
+            finally:
+                state.cleanup()
+
+        return _make(func, before, after_ok, after_error)  # type: ignore[return-value]
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def _outcome_from(value: Any) -> exchange.Outcome | None:
+    """What a `result=` / `classify=` hook returned, as an Outcome with storable fields (None: use the
+    default reading)."""
+    if value is None:
+        return None
+    if isinstance(value, exchange.Outcome):
+        status, rest = value.status, list(value[1:])
+    elif isinstance(value, dict):
+        status = OrderStatus(str(value["status"]).upper())
+        rest = [value.get(k) for k in ("order_id", "exchange_status", "error_type", "error_msg", "http_status", "reason")]
+    else:
+        return exchange.Outcome(OrderStatus(str(value).upper()))
+    order_id, exchange_status, error_type, error_msg, http_status, reason = rest
+    text = [None if v is None else safe_text(v, 200) for v in (order_id, exchange_status, error_type, reason)]
+    return exchange.Outcome(OrderStatus(status), text[0], text[1], text[2],
+                            None if error_msg is None else safe_text(error_msg),
+                            http_status if type(http_status) is int else None, text[3])
+
+
+def _settle(state: _CallState, status: str) -> None:
+    if state.decision is not None:
+        with state.runtime.lock:
+            state.decision.settle(state.fields["slot"], status)
+
+
+def _order_result(state: _CallState, outcome: exchange.Outcome, latency_ms: float, exc: BaseException | None) -> None:
+    runtime, f = state.runtime, state.fields
+    seq = _next_seq()
+    latency_ms = round(latency_ms, 3)
+    status = outcome.status.value
+    _settle(state, status)
+    order_id, error_msg = outcome.order_id, outcome.error_msg  # (safe text: see exchange / _outcome_from)
+    fields: dict[str, Any] = {
+        "seq": seq, "market": f["market"], "decision_id": f["decision_id"], "side": f["side"], "price": f["price"],
+        "size": f["size"], "client_order_id": f["client_order_id"], "slot": f["slot"], "status": status,
+        "order_id": order_id, "exchange_status": outcome.exchange_status, "latency_ms": latency_ms,
+        "error_type": outcome.error_type, "error_msg": error_msg,
+    }
+    if outcome.reason is not None:
+        fields["reason"] = outcome.reason
+    if outcome.http_status is not None:
+        fields["http_status"] = outcome.http_status
+    if exc is not None:
+        fields["stack"] = _stack(exc)
+    # ORDER_RESULT is its own child span of the decision, at the moment the answer arrived.
+    parent_ctx = state.decision.parent_context if state.decision else _EMPTY
+    result_span = runtime.tracer.start_span("order.result", context=parent_ctx, attributes=span_attributes(
+        "ORDER_RESULT", fields, ("status", "order_id", "client_order_id")))
+    if status != "ACCEPTED":
+        result_span.set_status(Status(StatusCode.ERROR, error_msg or status))
+    result_span.end()
+    state.span.set_attribute("dora.status", status)
+    if order_id and state.ref is not None:
+        runtime.orders.add(str(order_id), state.ref)
+    level = logging.INFO if status == "ACCEPTED" else logging.WARNING if status in ("REJECTED", "DUPLICATE") else logging.ERROR
+    if status == "ACCEPTED":
+        text = f"order {order_id} accepted ({latency_ms:.1f} ms)"
+    elif status == "DUPLICATE":
+        text = f"order duplicate: {error_msg} (an earlier attempt with this client_order_id exists)"
+    else:
+        text = f"order {status.lower()}: {error_msg}"
+    runtime.emit(level, "ORDER_RESULT", text, fields, state.span)
+    if runtime.watchdog is not None:
+        runtime.watchdog.order_result(f["decision_id"], f["slot"], status, f["client_order_id"])
+
+
+# ---------------------------------------------------------------------------------------------
+# @order_cancel
+# ---------------------------------------------------------------------------------------------
+
+def order_cancel(fn: F | None = None, /, **field_names: Any) -> Any:
+    """Decorate the exchange call that cancels one order (`order_id`, and `market` if it has one).
+
+    Two ORDER_CANCEL lines and ledger records per cancel: the request, logged and journaled BEFORE
+    the call (no `status`), and the outcome when it returns, with `status` CANCELLED | CANCEL_FAILED |
+    CANCEL_UNKNOWN, `latency_ms` and `reason` (the exchange's error code or the cause). A cancel that
+    raised also logs an ERROR line with the stack. The span is a child of the decision that placed the
+    order (found by order_id / client_order_id), else of the active / latest decision for the market.
+    """
+    unknown = set(field_names) - {"market", "order_id", "client_order_id"}
+    if unknown:
+        raise TypeError(f"order_cancel got unknown field override(s) {sorted(unknown)}")
+
+    def decorate(func: F) -> F:
+        extract = _Extractor(func, ("market", "order_id", "client_order_id"), field_names)
+
+        def before(runtime: _runtime.Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _CallState:
+            found = extract(args, kwargs)
+            order_id, coid = safe_value(found.get("order_id"), 200), _coid_text(found.get("client_order_id"))
+            ref = runtime.orders.find(coid, order_id)
+            mkt = _market(found["market"]) if "market" in found else (ref.market if ref else None)
+            requested_by = current_decision.get()
+            decision_id: str | None
+            parent: SpanContext | None
+            if ref is not None:
+                decision_id, parent, slot = ref.decision_id, ref.span_context, ref.slot
+                coid = coid or ref.client_order_id
+            else:
+                decision = _decision_for(runtime, mkt)
+                decision_id = decision.decision_id if decision else None
+                parent, slot = (decision.span_context if decision else None), None
+            fields = {
+                "seq": _next_seq(), "market": mkt, "order_id": order_id, "client_order_id": coid,
+                "decision_id": decision_id, "slot": slot,
+                "requested_by_decision_id": requested_by.decision_id if requested_by else None}
+            # The ledger journals the request when this span starts (before the call) and the outcome
+            # when it ends (ledger/processor.py), so a kill -9 during a slow cancel keeps the intent.
+            span = runtime.tracer.start_span(
+                "order.cancel", context=set_span_in_context(NonRecordingSpan(parent)) if parent else _EMPTY,
+                attributes=span_attributes("ORDER_CANCEL", fields, ("market", "order_id")))
+            state = _CallState(runtime, span, fields, args, kwargs, ref=ref)
+            state.token = otel_context.attach(set_span_in_context(span))
+            try:
+                runtime.emit(logging.INFO, "ORDER_CANCEL", f"cancelling order {order_id} on {mkt}", dict(fields), span)
+            except BaseException:  # (SchemaError in strict mode) leave the caller's context as it was
+                state.cleanup()
+                raise
+            state.started = _perf()
+            return state
+
+        def after_ok(state: _CallState, response: Any) -> None:
+            latency_ms = (_perf() - state.started) * 1000.0
+            try:
+                _cancel_result(state, *exchange.cancel_outcome(response=response), latency_ms, None)
+            finally:
+                state.cleanup()
+
+        def after_error(state: _CallState, exc: BaseException) -> None:
+            latency_ms = (_perf() - state.started) * 1000.0
+            try:
+                _record_exception(state.span, exc)
+                _cancel_result(state, *exchange.cancel_outcome(exc=exc), latency_ms, exc)
+            finally:
+                state.cleanup()
+
+        return _make(func, before, after_ok, after_error)  # type: ignore[return-value]
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def _cancel_result(state: _CallState, status: str, outcome: exchange.Outcome, latency_ms: float,
+                   exc: BaseException | None) -> None:
+    """The cancel's outcome: flat attributes on its span (the ledger's outcome record: they win over
+    the request's fields, with their own seq) and an ORDER_CANCEL line with the status."""
+    runtime, span = state.runtime, state.span
+    outcome_fields: dict[str, Any] = {"seq": _next_seq(), "status": status, "latency_ms": round(latency_ms, 3)}
+    if status != exchange.CANCELLED:
+        outcome_fields.update(reason=safe_value(outcome.reason, 200), error_type=safe_value(outcome.error_type, 200),
+                              error_msg=safe_value(outcome.error_msg))
+    if outcome.http_status is not None:
+        outcome_fields["http_status"] = outcome.http_status
+    outcome_fields = {k: v for k, v in outcome_fields.items() if v is not None}
+    span.set_attributes({f"dora.{k}": attr(v) for k, v in outcome_fields.items()})
+    if status != exchange.CANCELLED and exc is None:
+        span.set_status(Status(StatusCode.ERROR, str(outcome_fields.get("error_msg") or status)))
+    fields = dict(state.fields, **outcome_fields)
+    order_id = fields["order_id"]
+    if status == exchange.CANCELLED:
+        text = f"order {order_id} cancelled ({fields['latency_ms']:.1f} ms)"
+    else:
+        text = f"cancel of order {order_id} {status.lower()}: {fields.get('error_msg')}"
+    level = logging.INFO if status == exchange.CANCELLED else logging.WARNING
+    runtime.emit(level, "ORDER_CANCEL", text, fields, span)
+    if exc is not None:  # the ERROR line (alarms count these) with the stack
+        runtime.emit(logging.ERROR, "ERROR", f"cancel of order {order_id} failed: {_error_msg(exc)}",
+                     dict(state.fields, seq=_next_seq(), error_type=safe_text(type(exc).__name__, 200),
+                          error_msg=_error_msg(exc), stack=_stack(exc), status=status, reason=fields.get("reason")))
+
+
+# ---------------------------------------------------------------------------------------------
+# order_suppressed: the why-not record
+# ---------------------------------------------------------------------------------------------
+
+_SUPPRESSED_OWN = frozenset({"seq", "market", "decision_id", "side", "price", "size", "slot",
+                             "client_order_id", "reason", "event_type"})
+
+
+def order_suppressed(reason: str, *, market: Any, side: Any = None, price: Any = None, size: Any = None,
+                     slot: Any = None, **fields: Any) -> str | None:
+    """Record that the bot deliberately did not send an order, and why (risk limit, rate limit, halt).
+
+    Logs ORDER_SUPPRESSED and records it in the ledger with decision_id, slot, client_order_id,
+    market, side, price, size and `reason`, linked to the market's decision: the one active here,
+    else the one running for the market, else its latest (also after the strategy returned). The slot
+    is the matching target's (same side/price/size), or `slot=`; it stays retryable: placing the same
+    target later reuses its slot and client_order_id. Extra keyword fields ride along on the line.
+
+    Returns the decision_id it was linked to, or None. Call it from any thread. Never raises into the
+    bot (SchemaError in strict mode only, e.g. for an empty reason).
+    """
+    runtime = _runtime.ACTIVE
+    if runtime is None:
+        return None
+    try:
+        return _suppressed(runtime, reason, market, side, price, size, slot, fields)
+    except SchemaError:
+        if runtime.strict:
+            raise
+    except Exception:
+        _report_internal_error("order_suppressed")
+    return None
+
+
+def _suppressed(runtime: _runtime.Runtime, reason: Any, market: Any, side: Any, price: Any, size: Any,
+                slot: Any, extra: dict[str, Any]) -> str | None:
+    mkt = _market(market)
+    side, price, size = safe_value(side, 200), safe_value(price), safe_value(size)
+    if slot is not None and type(slot) is not int:
+        slot = safe_value(slot, 200)
+    decision = _decision_for(runtime, mkt)
+    coid = None
+    if decision is not None:
+        with runtime.lock:
+            slot, coid = decision.claim(side, price, size, None, slot, state=_runtime.OPEN)
+    fields: dict[str, Any] = {str(k): safe_value(v) for k, v in extra.items() if k not in _SUPPRESSED_OWN}
+    fields.update(seq=_next_seq(), market=mkt, decision_id=decision.decision_id if decision else None,
+                  side=side, price=price, size=size, slot=slot, client_order_id=coid,
+                  reason=None if reason is None else safe_value(reason))
+    record = dict(fields, decision_id=fields["decision_id"] or f"unmatched:{mkt}")
+    span = runtime.tracer.start_span(  # the ledger records ORDER_SUPPRESSED when its span starts
+        "order.suppressed", context=decision.parent_context if decision else _EMPTY,
+        attributes=span_attributes("ORDER_SUPPRESSED", record, ("market", "reason", "client_order_id")))
+    try:
+        what = f"{side} {size}@{price}" if side is not None or price is not None else "an order"
+        runtime.emit(logging.INFO, "ORDER_SUPPRESSED", f"not sending {what} on {mkt}: {fields['reason']}",
+                     {k: v for k, v in fields.items() if v is not None}, span)
+    finally:
+        span.end()
+    return decision.decision_id if decision else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a strategy's return value
 # ---------------------------------------------------------------------------------------------
 
 _TARGET_KEYS = ("targets", "orders", "quotes", "target_orders")
@@ -214,7 +818,10 @@ def default_targets(result: Any) -> list[Any]:
 
 
 def _field(order: Any, name: str) -> Any:
-    return order.get(name) if isinstance(order, dict) else getattr(order, name, None)
+    try:
+        return order.get(name) if isinstance(order, dict) else getattr(order, name, None)
+    except Exception:
+        return None
 
 
 def default_spread(result: Any, targets: list[dict[str, Any]]) -> float | None:
@@ -238,323 +845,3 @@ def expected_orders_hash(targets: list[dict[str, Any]]) -> str:
     return hashlib.sha256(orjson.dumps(keys)).hexdigest()[:32]
 
 
-def decision_cycle(fn: F | None = None, /, *, market: Any = None, loop: Any = None,
-                   targets: Callable[[Any], Iterable[Any]] | None = None,
-                   spread: Callable[[Any], Any] | None = None) -> Any:
-    """Decorate the strategy method that decides one cycle for one market.
-
-    Each call is a new trace whose trace id is the decision_id. The return value is passed back
-    unchanged; its target orders are read by `targets(result)` (default: `default_targets`).
-    `market` / `loop` name the parameters holding the market ticker and loop counter (a dotted path
-    or a callable `(args, kwargs) -> value` also work); without a loop parameter a per-market
-    counter is kept.
-    """
-
-    def decorate(func: F) -> F:
-        names = {k: v for k, v in (("market", market), ("loop", loop)) if v is not None}
-        extract = _Extractor(func, ("market", "loop"), names)
-        read_targets = targets or default_targets
-        name = getattr(func, "__qualname__", "decision")
-
-        def before(runtime: _runtime.Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _CallState:
-            found = extract(args, kwargs)
-            mkt = found.get("market")
-            loop_no = found.get("loop")
-            if loop_no is None:
-                with runtime.lock:
-                    runtime.loops[mkt] += 1
-                    loop_no = runtime.loops[mkt]
-            span = runtime.tracer.start_span(
-                f"decision {mkt}" if mkt is not None else "decision", context=_EMPTY,
-                attributes=_attrs({"dora.event_type": "DECISION_MADE", "dora.market": attr(mkt), "dora.loop": attr(loop_no)}),
-            )
-            ctx = span.get_span_context()
-            state = _CallState()
-            state.runtime, state.span, state.started = runtime, span, _perf()
-            state.decision = DecisionRef(format(ctx.trace_id, "032x"), mkt, ctx)
-            state.fields = {"market": mkt, "loop": loop_no}
-            state.ref = None
-            state.token = otel_context.attach(set_span_in_context(span))
-            state.decision_token = current_decision.set(state.decision)
-            return state
-
-        def after_ok(state: _CallState, result: Any) -> None:
-            try:
-                raw = read_targets(result)
-                normalized = _normalize_targets(raw, state.decision.decision_id)
-                spread_value = spread(result) if spread else default_spread(result, normalized)
-                _decided(state, normalized, spread_value)
-            finally:
-                state.cleanup()
-
-        def after_error(state: _CallState, exc: BaseException) -> None:
-            try:
-                runtime, span = state.runtime, state.span
-                _record_exception(span, exc)
-                fields = {"market": state.fields["market"], "loop": state.fields["loop"],
-                          "error_type": type(exc).__name__, "error_msg": str(exc) or type(exc).__name__,
-                          "stack": _stack(exc), "where": name}
-                fields["seq"] = _next_seq()
-                span.set_attributes(span_attributes("DECISION_MADE", dict(
-                    fields, target_count=0, targets=[], error_msg=fields["error_msg"][:1000]), ("error_type",)))
-                runtime.emit(logging.ERROR, "ERROR", f"decision for {state.fields['market']} raised {type(exc).__name__}", fields)
-            finally:
-                state.cleanup()
-
-        return _make(func, before, after_ok, after_error)  # type: ignore[return-value]
-
-    return decorate(fn) if fn is not None else decorate
-
-
-def _normalize_targets(raw: Iterable[Any], decision_id: str) -> list[dict[str, Any]]:
-    out = []
-    for slot, order in enumerate(raw):
-        side, price, size = _field(order, "side"), _field(order, "price"), _field(order, "size")
-        coid = _field(order, "client_order_id") or client_order_id_for(decision_id, slot)
-        out.append({"slot": slot, "side": attr(side), "price": attr(price), "size": attr(size),
-                    "client_order_id": coid})
-    return out
-
-
-def _decided(state: _CallState, targets: list[dict[str, Any]], spread_value: Any) -> None:
-    runtime, span, ref = state.runtime, state.span, state.decision
-    mkt = state.fields["market"]
-    fields = {"seq": _next_seq(), "market": mkt, "decision_id": ref.decision_id, "loop": state.fields["loop"],
-              "target_count": len(targets), "spread": spread_value, "targets": targets,
-              "expected_orders_hash": expected_orders_hash(targets)}
-    span.set_attributes(span_attributes("DECISION_MADE", fields, ("target_count",)))
-    decision = Decision(ref.decision_id, mkt, ref.span_context, targets,
-                        [(t["side"], price_key(t["price"]), size_key(t["size"])) for t in targets])
-    with runtime.lock:
-        runtime.latest[mkt] = decision
-    runtime.emit(logging.INFO, "DECISION_MADE", f"decision for {mkt}: {len(targets)} target orders", fields, span)
-    if runtime.watchdog is not None:
-        runtime.watchdog.decision_made(ref.decision_id, mkt)
-
-
-def _decision_for(runtime: _runtime.Runtime, market: Any) -> Decision | None:
-    """The decision an order belongs to: the active one, else the latest for the market."""
-    active = current_decision.get()
-    with runtime.lock:
-        if active is not None:
-            found = runtime.latest.get(active.market)
-            if found is not None and found.decision_id == active.decision_id:
-                return found
-            return Decision(active.decision_id, active.market, active.span_context, [], [])
-        return runtime.latest.get(market)
-
-
-# ---------------------------------------------------------------------------------------------
-# @order_place
-# ---------------------------------------------------------------------------------------------
-
-_ORDER_FIELDS = ("market", "side", "price", "size", "client_order_id", "slot")
-
-
-def order_place(fn: F | None = None, /, *, result: Callable[[Any], Any] | None = None,
-                classify: Callable[[BaseException], Any] | None = None, **field_names: Any) -> Any:
-    """Decorate the exchange call that places one order.
-
-    ORDER_PLACE is logged (and recorded in the ledger) before the call; ORDER_RESULT after it with
-    status ACCEPTED | REJECTED | ERROR | UNKNOWN, order_id, latency_ms and error_msg. A timeout,
-    disconnect or 5xx is UNKNOWN: the order may be live. When no client_order_id is passed, one is
-    made from decision_id + slot, so a retry of the same slot reuses it (pass it on to the exchange
-    by accepting a `client_order_id=None` parameter).
-
-    `result(response)` may return an `exchange.Outcome` or a dict with `status`, `order_id`,
-    `exchange_status`, `error_msg` for response shapes the default reader does not know;
-    `classify(exc)` may return an `Outcome` (or None for the default) for exceptions.
-    Field names: `market="ticker"`, `price="order.limit_price"`, ...
-    """
-    unknown = set(field_names) - set(_ORDER_FIELDS)
-    if unknown:
-        raise TypeError(f"order_place got unknown field override(s) {sorted(unknown)}; known: {list(_ORDER_FIELDS)}")
-
-    def decorate(func: F) -> F:
-        extract = _Extractor(func, _ORDER_FIELDS, field_names)
-        pass_coid = "client_order_id" in inspect.signature(func).parameters and "client_order_id" not in field_names
-
-        def before(runtime: _runtime.Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _CallState:
-            found = extract(args, kwargs)
-            mkt, side, price, size = found.get("market"), found.get("side"), found.get("price"), found.get("size")
-            decision = _decision_for(runtime, mkt)
-            if decision is not None:
-                with runtime.lock:
-                    slot = found.get("slot")
-                    if slot is None:
-                        slot = decision.claim_slot(side, price, size)
-                decision_id, parent = decision.decision_id, decision.span_context
-                coid = found.get("client_order_id")
-                if coid is None:
-                    coid = (decision.targets[slot]["client_order_id"] if isinstance(slot, int) and slot < len(decision.targets)
-                            else client_order_id_for(decision_id, slot))
-                    if pass_coid:
-                        kwargs["client_order_id"] = coid
-                parent_ctx = decision.parent_context
-            else:
-                slot, decision_id, parent_ctx = found.get("slot"), None, _EMPTY
-                coid = found.get("client_order_id")
-            state = _CallState()
-            state.fields = fields = {"seq": _next_seq(), "market": mkt, "decision_id": decision_id, "side": side,
-                                     "price": price, "size": size, "client_order_id": coid, "slot": slot}
-            span = runtime.tracer.start_span("order.place", context=parent_ctx, attributes=span_attributes(
-                "ORDER_PLACE", fields, ("market", "side", "client_order_id")))
-            state.runtime, state.span, state.decision = runtime, span, decision
-            state.token = otel_context.attach(set_span_in_context(span))
-            state.decision_token = (current_decision.set(DecisionRef(decision_id, mkt, parent))
-                                    if decision is not None and current_decision.get() is None else None)
-            state.ref = (OrderRef(decision_id, decision.span_context, mkt, slot, side, price, size, coid)
-                         if decision is not None else None)
-            if state.ref is not None and coid is not None:
-                runtime.orders.add(str(coid), state.ref)
-            try:
-                runtime.emit(logging.INFO, "ORDER_PLACE", f"placing {side} {size}@{price} on {mkt}", dict(fields), span)
-                if runtime.watchdog is not None and decision_id is not None:
-                    runtime.watchdog.order_started(decision_id, slot, coid, mkt)
-            except BaseException:  # (SchemaError in strict mode) leave the caller's context as it was
-                state.cleanup()
-                raise
-            state.started = _perf()
-            return state
-
-        def after_ok(state: _CallState, response: Any) -> None:
-            latency_ms = (_perf() - state.started) * 1000.0
-            try:
-                outcome = _outcome_from(result(response)) if result else exchange.read_response(response)
-                _order_result(state, outcome, latency_ms, None)
-            finally:
-                state.cleanup()
-
-        def after_error(state: _CallState, exc: BaseException) -> None:
-            latency_ms = (_perf() - state.started) * 1000.0
-            try:
-                outcome = (classify and _outcome_from(classify(exc))) or exchange.classify_exception(exc)
-                _record_exception(state.span, exc)
-                _order_result(state, outcome, latency_ms, exc)
-            finally:
-                state.cleanup()
-
-        return _make(func, before, after_ok, after_error)  # type: ignore[return-value]
-
-    return decorate(fn) if fn is not None else decorate
-
-
-def _outcome_from(value: Any) -> exchange.Outcome | None:
-    if value is None or isinstance(value, exchange.Outcome):
-        return value
-    if isinstance(value, dict):
-        return exchange.Outcome(OrderStatus(str(value["status"]).upper()), value.get("order_id"),
-                                value.get("exchange_status"), value.get("error_type"), value.get("error_msg"))
-    return exchange.Outcome(OrderStatus(str(value).upper()))
-
-
-def _order_result(state: _CallState, outcome: exchange.Outcome, latency_ms: float, exc: BaseException | None) -> None:
-    runtime, f = state.runtime, state.fields
-    seq = _next_seq()
-    latency_ms = round(latency_ms, 3)
-    status = outcome.status.value
-    fields: dict[str, Any] = {
-        "seq": seq, "market": f["market"], "decision_id": f["decision_id"], "side": f["side"], "price": f["price"],
-        "size": f["size"], "client_order_id": f["client_order_id"], "slot": f["slot"], "status": status,
-        "order_id": outcome.order_id, "exchange_status": outcome.exchange_status, "latency_ms": latency_ms,
-        "error_type": outcome.error_type, "error_msg": outcome.error_msg,
-    }
-    if outcome.http_status is not None:
-        fields["http_status"] = outcome.http_status
-    if exc is not None:
-        fields["stack"] = _stack(exc)
-    # ORDER_RESULT is its own child span of the decision, at the moment the answer arrived.
-    parent_ctx = state.decision.parent_context if state.decision else _EMPTY
-    result_span = runtime.tracer.start_span("order.result", context=parent_ctx, attributes=span_attributes(
-        "ORDER_RESULT", fields, ("status", "order_id", "client_order_id")))
-    if status != "ACCEPTED":
-        result_span.set_status(Status(StatusCode.ERROR, outcome.error_msg or status))
-    result_span.end()
-    state.span.set_attribute("dora.status", status)
-    if outcome.order_id and state.ref is not None:
-        runtime.orders.add(str(outcome.order_id), state.ref)
-    if state.decision is not None and status in ("ACCEPTED", "REJECTED") and isinstance(f["slot"], int):
-        with runtime.lock:
-            state.decision.settled.add(f["slot"])
-    level = logging.INFO if status == "ACCEPTED" else logging.WARNING if status == "REJECTED" else logging.ERROR
-    text = (f"order {outcome.order_id} accepted ({latency_ms:.1f} ms)" if status == "ACCEPTED"
-            else f"order {status.lower()}: {outcome.error_msg}")
-    runtime.emit(level, "ORDER_RESULT", text, fields, state.span)
-    if runtime.watchdog is not None:
-        runtime.watchdog.order_result(f["decision_id"], f["slot"], status, f["client_order_id"])
-
-
-# ---------------------------------------------------------------------------------------------
-# @order_cancel
-# ---------------------------------------------------------------------------------------------
-
-def order_cancel(fn: F | None = None, /, **field_names: Any) -> Any:
-    """Decorate the exchange call that cancels one order (`order_id`, and `market` if it has one).
-
-    ORDER_CANCEL is logged before the call. The span is a child of the decision that placed the
-    order (found by order_id), else of the active / latest decision for the market; the ledger
-    records the cancel with its outcome when the call returns.
-    """
-    unknown = set(field_names) - {"market", "order_id", "client_order_id"}
-    if unknown:
-        raise TypeError(f"order_cancel got unknown field override(s) {sorted(unknown)}")
-
-    def decorate(func: F) -> F:
-        extract = _Extractor(func, ("market", "order_id", "client_order_id"), field_names)
-
-        def before(runtime: _runtime.Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _CallState:
-            found = extract(args, kwargs)
-            order_id, coid = found.get("order_id"), found.get("client_order_id")
-            ref = runtime.orders.find(coid, order_id)
-            mkt = found.get("market", ref.market if ref else None)
-            requested_by = current_decision.get()
-            if ref is not None:
-                decision_id, parent, slot = ref.decision_id, ref.span_context, ref.slot
-                coid = coid or ref.client_order_id
-            else:
-                decision = _decision_for(runtime, mkt)
-                decision_id = decision.decision_id if decision else None
-                parent, slot = (decision.span_context if decision else None), None
-            state = _CallState()
-            state.fields = fields = {
-                "seq": _next_seq(), "market": mkt, "order_id": order_id, "client_order_id": coid,
-                "decision_id": decision_id, "slot": slot,
-                "requested_by_decision_id": requested_by.decision_id if requested_by else None}
-            span = runtime.tracer.start_span(
-                "order.cancel", context=set_span_in_context(NonRecordingSpan(parent)) if parent else _EMPTY,
-                attributes=span_attributes("ORDER_CANCEL", fields, ("market", "order_id")))
-            state.runtime, state.span, state.decision, state.ref = runtime, span, None, ref
-            state.token = otel_context.attach(set_span_in_context(span))
-            state.decision_token = None
-            try:
-                runtime.emit(logging.INFO, "ORDER_CANCEL", f"cancelling order {order_id} on {mkt}", dict(fields), span)
-            except BaseException:  # (SchemaError in strict mode) leave the caller's context as it was
-                state.cleanup()
-                raise
-            state.started = _perf()
-            return state
-
-        def after_ok(state: _CallState, response: Any) -> None:
-            try:
-                state.span.set_attributes({"dora.status": "CANCELLED",
-                                           "dora.latency_ms": round((_perf() - state.started) * 1000.0, 3)})
-            finally:
-                state.cleanup()
-
-        def after_error(state: _CallState, exc: BaseException) -> None:
-            try:
-                outcome = exchange.classify_exception(exc)
-                status = "CANCEL_UNKNOWN" if outcome.status is OrderStatus.UNKNOWN else "CANCEL_FAILED"
-                _record_exception(state.span, exc)
-                state.span.set_attributes({"dora.status": status, "dora.error_type": type(exc).__name__,
-                                           "dora.error_msg": str(exc)[:1000],
-                                           "dora.latency_ms": round((_perf() - state.started) * 1000.0, 3)})
-                state.runtime.emit(logging.ERROR, "ERROR", f"cancel of order {state.fields['order_id']} failed: {exc}",
-                                   dict(state.fields, seq=_next_seq(), error_type=type(exc).__name__, error_msg=str(exc) or type(exc).__name__,
-                                        stack=_stack(exc), status=status))
-            finally:
-                state.cleanup()
-
-        return _make(func, before, after_ok, after_error)  # type: ignore[return-value]
-
-    return decorate(fn) if fn is not None else decorate

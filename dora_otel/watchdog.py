@@ -31,7 +31,7 @@ from typing import Any
 
 __all__ = ["TERMINAL_STATUSES", "Watchdog"]
 
-TERMINAL_STATUSES = frozenset({"ACCEPTED", "REJECTED", "ERROR"})
+TERMINAL_STATUSES = frozenset({"ACCEPTED", "REJECTED", "DUPLICATE", "ERROR"})  # DUPLICATE: the order exists
 _internal = logging.getLogger("dora_otel.internal")
 
 
@@ -113,7 +113,7 @@ class Watchdog:
             pass
 
     def order_result(self, decision_id: str, slot: Any, status: Any, client_order_id: Any) -> None:
-        """An ORDER_RESULT: a terminal status (ACCEPTED, REJECTED, ERROR) settles the slot."""
+        """An ORDER_RESULT: a terminal status (ACCEPTED, REJECTED, DUPLICATE, ERROR) settles the slot."""
         try:
             if str(status) in TERMINAL_STATUSES:
                 with self._lock:

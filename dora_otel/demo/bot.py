@@ -2,7 +2,8 @@
 
 Instrumented only through `dora_otel`'s public API, the way the real Dora bot adopts it:
 decorators on the strategy and exchange methods, `record_fill` in the state manager, `risk_halt`
-in the risk manager, `heartbeat` in the main loop, and plain `logger.info` calls everywhere else.
+and `order_suppressed` in the risk manager, `order_suppressed` in the rate limiter, `heartbeat` in
+the main loop, and plain `logger.info` calls everywhere else.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ import threading
 from typing import Any
 
 import dora_otel
-from dora_otel.demo.exchange import ExchangeRejectError, ExchangeTimeoutError, PaperExchange
+from dora_otel.demo.exchange import (
+    ExchangeRejectError,
+    ExchangeTimeoutError,
+    PaperExchange,
+)
 
 logger = logging.getLogger("dora_bot")
 
@@ -122,10 +127,13 @@ class StateManager:
 
 
 class RiskManager:
-    """Halts trading when the day's P&L draws down more than the limit from its peak."""
+    """Halts trading when the day's P&L draws down more than the limit from its peak, and holds back
+    any order that would take a market's position past `max_position` contracts (YES adds, NO takes
+    away), saying so with `dora_otel.order_suppressed`."""
 
-    def __init__(self, drawdown_limit: float) -> None:
+    def __init__(self, drawdown_limit: float, max_position: int = 40) -> None:
         self.drawdown_limit = drawdown_limit
+        self.max_position = max_position
         self.peak = 0.0
         self.halted = False
 
@@ -136,6 +144,15 @@ class RiskManager:
             dora_otel.risk_halt(reason=f"drawdown {self.peak - daily_pnl:.2f} beyond limit {self.drawdown_limit:.2f}",
                                 daily_pnl=round(daily_pnl, 4), peak_pnl=round(self.peak, 4))
         return self.halted
+
+    def allow(self, market: str, quote: Quote, inventory: int) -> bool:
+        after = inventory + (quote.size if quote.side == "yes" else -quote.size)
+        if abs(after) <= self.max_position or abs(after) < abs(inventory):
+            return True
+        dora_otel.order_suppressed(f"position limit: {inventory:+d} contracts, {quote.side} {quote.size} would "
+                                   f"exceed {self.max_position}", market=market, side=quote.side,
+                                   price=quote.price, size=quote.size, inventory=inventory)
+        return False
 
 
 @dataclasses.dataclass
@@ -192,9 +209,13 @@ class DemoBot:
                 self._place(market, q)
 
     def _place(self, market: str, q: Quote) -> None:
+        if not self.risk.allow(market, q, self.state.inventory.get(market, 0)):
+            self._count("SUPPRESSED")
+            return
         if not self.client.rate_limit_ok():
-            logger.warning("rate limit budget exhausted: not sending %s %d@%.2f on %s", q.side, q.size, q.price, market)
-            self._count("NOT_SENT")
+            dora_otel.order_suppressed("rate limit budget exhausted", market=market, side=q.side, price=q.price,
+                                       size=q.size)
+            self._count("SUPPRESSED")
             return
         for attempt in (1, 2):
             try:

@@ -4,10 +4,13 @@ It is independent of the trace pipeline: it is not a BatchSpanProcessor (which d
 when full and loses a batch on export failure), and it sees execution spans whatever the trace
 sampler says (tracing.ExecutionAwareSampler keeps them as RECORD_ONLY).
 
-- ORDER_PLACE and FILL are recorded when their spans *start* — an attempt is on record even if the
-  process dies during the exchange call, and a FILL is journaled before its log line is written;
+- ORDER_PLACE, ORDER_CANCEL (the request), FILL and ORDER_SUPPRESSED are recorded when their spans
+  *start* — an attempt or a cancel is on record even if the process dies during the exchange call,
+  and a FILL is journaled before its log line is written;
 - ORDER_RESULT when its span ends (it starts and ends at the moment the answer arrived, before the
-  ORDER_RESULT log line), ORDER_CANCEL when the cancel call returns, with its outcome;
+  ORDER_RESULT log line); a cancel's outcome when its span ends, if the decorator set its `dora.status`
+  (a second ORDER_CANCEL record: the outcome's flat attributes, with their own seq, win over the
+  request's fields);
 - one decision record per decision span, when it ends.
 
 `on_start` / `on_end` run on the bot's thread: they build a small dict and call `Ledger.append`,
@@ -24,7 +27,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from dora_otel.ledger.records import RecordBuilder
 
 _log = logging.getLogger("dora_otel.ledger")
-_START_EVENTS = frozenset({"ORDER_PLACE", "FILL"})
+_START_EVENTS = frozenset({"ORDER_PLACE", "ORDER_CANCEL", "FILL", "ORDER_SUPPRESSED"})
 _END_EVENTS = frozenset({"ORDER_RESULT", "ORDER_CANCEL"})
 
 
@@ -47,6 +50,8 @@ class ExecutionLedgerProcessor(SpanProcessor):
         try:
             attrs = span.attributes
             event_type = attrs.get("dora.event_type") if attrs else None
+            if event_type == "ORDER_CANCEL" and "dora.status" not in attrs:
+                return  # a cancel whose outcome was never set: its request record is all there is
             if event_type in _END_EVENTS:
                 ts = span.end_time if event_type == "ORDER_CANCEL" else span.start_time
                 self._ledger.append(self._builder.execution(event_type, attrs, span.context, ts))

@@ -17,7 +17,7 @@ import orjson
 
 from dora_otel.scrub import scrub_record
 
-EXECUTION_EVENTS = frozenset({"ORDER_PLACE", "ORDER_RESULT", "ORDER_CANCEL", "FILL"})
+EXECUTION_EVENTS = frozenset({"ORDER_PLACE", "ORDER_RESULT", "ORDER_CANCEL", "FILL", "ORDER_SUPPRESSED"})
 _PREFIX = "dora."
 _SKIP = frozenset({"dora.event_type", "dora.record"})
 _DAY = 86_400

@@ -293,3 +293,189 @@ def test_strict_schema_error_in_a_decorator_leaves_no_span_or_context_behind(cap
         place("KXBTC", "yes", None, 10)
     assert trace_api.get_current_span() is before
     assert [s.name for s in cap.spans("order.place")] == ["order.place"]  # ended, not leaked
+
+
+# --- every order of a decision has its own slot and client_order_id (issue 9, item 3) -------------
+
+class Recorder:
+    """An exchange that remembers the client_order_id each place call received."""
+
+    def __init__(self):
+        self.ids = []
+        self.lock = threading.Lock()
+
+    @dora_otel.order_place
+    def place(self, market, side, price, size, client_order_id=None):
+        with self.lock:
+            self.ids.append(client_order_id)
+        return {"order": {"order_id": f"o-{client_order_id}"}}
+
+    @dora_otel.order_place
+    async def aplace(self, market, side, price, size, client_order_id=None):
+        await asyncio.sleep(0)
+        self.ids.append(client_order_id)
+        return {"order": {"order_id": f"o-{client_order_id}"}}
+
+
+def _slots(cap, decision_id):
+    return [(p["slot"], p["client_order_id"]) for p in cap.events("ORDER_PLACE") if p["decision_id"] == decision_id]
+
+
+def test_orders_placed_inside_a_decision_get_distinct_slots_matched_to_its_targets(cap):
+    ex = Recorder()
+
+    @dora_otel.decision_cycle
+    def quote(market):
+        ex.place(market, "no", 0.50, 10)  # the strategy's second target, placed first
+        ex.place(market, "yes", 0.45, 10)
+        ex.place(market, "yes", 0.40, 5)  # not among the targets it returns
+        return TARGETS
+
+    quote("KXIN")
+    decision = cap.events("DECISION_MADE")[0]
+    slots = _slots(cap, decision["decision_id"])
+    assert len({s for s, _ in slots}) == 3 and len(set(ex.ids)) == 3 and None not in ex.ids
+    assert [c for _, c in slots] == ex.ids
+    by_side = {(t["side"], t["price"]): (t["slot"], t["client_order_id"]) for t in decision["targets"]}
+    assert by_side[("no", 0.50)] == slots[0] and by_side[("yes", 0.45)] == slots[1]
+    assert slots[2][0] not in {t["slot"] for t in decision["targets"]}  # the unplanned order keeps its own slot
+
+
+def test_orders_placed_with_gather_inside_a_decision_get_distinct_slots(cap):
+    ex = Recorder()
+
+    @dora_otel.decision_cycle
+    async def quote(market):
+        await asyncio.gather(*(ex.aplace(market, t["side"], t["price"], t["size"]) for t in TARGETS),
+                             ex.aplace(market, "yes", 0.45, 10))  # a second, identical order
+        return TARGETS
+
+    asyncio.run(quote("KXGATHER"))
+    decision = cap.events("DECISION_MADE")[0]
+    slots = _slots(cap, decision["decision_id"])
+    assert len(slots) == 3 and len({s for s, _ in slots}) == 3 and len(set(ex.ids)) == 3
+    assert {t["client_order_id"] for t in decision["targets"]} <= set(ex.ids)
+
+
+def test_orders_placed_from_threads_inside_a_decision_get_distinct_slots(cap):
+    ex = Recorder()
+
+    @dora_otel.decision_cycle
+    def quote(market):
+        threads = [threading.Thread(target=ex.place, args=(market, "yes", 0.45 + i / 100, 10)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return []
+
+    quote("KXTHREADS")
+    decision_id = cap.events("DECISION_MADE")[0]["decision_id"]
+    slots = _slots(cap, decision_id)
+    assert len(slots) == 4 and sorted(s for s, _ in slots) == [0, 1, 2, 3] and len(set(ex.ids)) == 4
+
+
+def test_orders_after_the_decision_returns_take_the_next_free_slot_and_a_retry_keeps_its_id(cap):
+    strategy, ex = Strategy(), Exchange("timeout")
+    strategy.quote("KXRETRY")
+    decision = cap.events("DECISION_MADE")[0]
+    for _ in range(2):  # the same target after an UNKNOWN outcome: a retry of slot 0
+        with pytest.raises(socket.timeout):
+            ex.place_order("KXRETRY", "yes", 0.45, 10)
+    ex.behaviour = "accept"
+    ex.place_order("KXRETRY", "yes", 0.45, 10)  # still a retry: slot 0 was never answered for good
+    ex.place_order("KXRETRY", "yes", 0.45, 10)  # slot 0 is ACCEPTED: this is a new order, past the targets
+    ex.place_order("KXRETRY", "no", 0.50, 10)
+    slots = [p["slot"] for p in cap.events("ORDER_PLACE")]
+    assert slots == [0, 0, 0, 2, 1]
+    target_ids = [t["client_order_id"] for t in decision["targets"]]
+    assert ex.seen_client_ids[:3] == [target_ids[0]] * 3 and ex.seen_client_ids[4] == target_ids[1]
+    assert ex.seen_client_ids[3] not in target_ids
+
+
+def test_passing_the_slots_client_order_id_back_is_a_retry_of_that_slot(cap):
+    strategy, ex = Strategy(), Exchange()
+    strategy.quote("KXCOID")
+    coid = cap.events("DECISION_MADE")[0]["targets"][1]["client_order_id"]
+    ex.place_order("KXCOID", "no", 0.50, 10, client_order_id=coid)
+    ex.place_order("KXCOID", "no", 0.51, 10, client_order_id=coid)  # repriced, same id: same slot
+    assert [p["slot"] for p in cap.events("ORDER_PLACE")] == [1, 1]
+    assert ex.seen_client_ids == [coid, coid]
+
+
+# --- ORDER_CANCEL: the request before the call, the outcome after (issue 8 item 6, issue 9 item 6) ---
+
+def test_cancel_request_is_journaled_before_the_call_and_its_outcome_after(tmp_path):
+    from dora_otel.sinks.memory import MemorySink
+
+    from .conftest import start
+
+    sink = MemorySink()
+    captured = start(tmp_path, ledger_sink=sink)
+    try:
+        seen_during_call = []
+
+        class Ex(Exchange):
+            @dora_otel.order_cancel
+            def cancel_order(self, order_id):
+                assert captured.telemetry.ledger.flush(5)
+                seen_during_call.extend(r for r in sink.all_records() if r.get("event_type") == "ORDER_CANCEL")
+                raise TimeoutError("cancel timed out")
+
+        Strategy().quote("KXCXL")
+        ex = Ex()
+        ex.place_order("KXCXL", "yes", 0.45, 10)
+        with pytest.raises(TimeoutError):
+            ex.cancel_order("ord-1")
+        assert [("status" in r, r["order_id"]) for r in seen_during_call] == [(False, "ord-1")]
+        captured.flush()
+        records = [r for r in sink.all_records() if r.get("event_type") == "ORDER_CANCEL"]
+        outcome = next(r for r in records if "status" in r)
+        assert outcome["status"] == "CANCEL_UNKNOWN" and outcome["reason"] == "timeout"
+        assert outcome["seq"] != seen_during_call[0]["seq"] and isinstance(outcome["latency_ms"], float)
+        request_line, outcome_line = captured.events("ORDER_CANCEL")
+        assert "status" not in request_line and request_line["seq"] == seen_during_call[0]["seq"]
+        assert (outcome_line["status"], outcome_line["seq"]) == ("CANCEL_UNKNOWN", outcome["seq"])
+        assert outcome_line["latency_ms"] == outcome["latency_ms"] and outcome_line["reason"] == "timeout"
+    finally:
+        captured.telemetry.shutdown(reason="test")
+
+
+# --- order_suppressed: the why-not record (issue 9, item 5) -----------------------------------------
+
+def test_order_suppressed_after_the_strategy_returned_is_linked_to_the_targets_slot(tmp_path):
+    from dora_otel.sinks.memory import MemorySink
+
+    from .conftest import start
+
+    sink = MemorySink()
+    captured = start(tmp_path, ledger_sink=sink)
+    try:
+        Strategy().quote("KXWHY")
+        decision = captured.events("DECISION_MADE")[0]
+        linked = dora_otel.order_suppressed("rate limit budget exhausted", market="KXWHY", side="no", price=0.50,
+                                            size=10, budget=0)
+        assert linked == decision["decision_id"]
+        line = captured.events("ORDER_SUPPRESSED")[0]
+        target = decision["targets"][1]
+        assert (line["decision_id"], line["slot"], line["client_order_id"]) == (
+            decision["decision_id"], 1, target["client_order_id"])
+        assert (line["market"], line["side"], line["price"], line["size"]) == ("KXWHY", "no", 0.5, 10)
+        assert line["reason"] == "rate limit budget exhausted" and line["budget"] == 0
+        assert line["trace_id"] == decision["decision_id"]
+        captured.flush()
+        record = next(r for r in sink.all_records() if r.get("event_type") == "ORDER_SUPPRESSED")
+        for key in ("decision_id", "slot", "client_order_id", "market", "side", "price", "size", "reason"):
+            assert record[key] == line[key], key
+        # the slot stays retryable: sending it later reuses its id
+        Exchange().place_order("KXWHY", "no", 0.50, 10)
+        assert captured.events("ORDER_PLACE")[0]["client_order_id"] == target["client_order_id"]
+    finally:
+        captured.telemetry.shutdown(reason="test")
+
+
+def test_order_suppressed_without_a_decision_is_still_logged_and_never_raises(cap):
+    assert dora_otel.order_suppressed("halted", market="KXNONE") is None
+    line = cap.events("ORDER_SUPPRESSED")[0]
+    assert line["reason"] == "halted" and line["market"] == "KXNONE" and "decision_id" not in line
+    assert "order_suppressed" in dora_otel.__all__

@@ -23,7 +23,7 @@ from dora_otel.sinks.memory import MemorySink
 
 REPO = Path(__file__).resolve().parents[2]
 TARGETS = [{"side": "yes", "price": 0.45, "size": 10}, {"side": "no", "price": 0.50, "size": 10}]
-EXECUTION_EVENTS = ("ORDER_PLACE", "ORDER_RESULT", "ORDER_CANCEL", "FILL")
+EXECUTION_EVENTS = ("ORDER_PLACE", "ORDER_RESULT", "ORDER_CANCEL", "FILL", "ORDER_SUPPRESSED")
 
 
 class Bot:
@@ -105,7 +105,7 @@ def test_records_carry_the_plan_fields_and_share_seq_with_their_log_line(ledgere
 
     events = sink.events_for_decision(decision_id)
     assert [e["event_type"] for e in events] == [
-        "ORDER_PLACE", "ORDER_RESULT", "ORDER_PLACE", "ORDER_RESULT", "ORDER_CANCEL", "FILL"]
+        "ORDER_PLACE", "ORDER_RESULT", "ORDER_PLACE", "ORDER_RESULT", "ORDER_CANCEL", "ORDER_CANCEL", "FILL"]
     logged = {(l["event_type"], l["seq"]) for l in lines(stream) if l["event_type"] in EXECUTION_EVENTS}
     assert {(e["event_type"], e["seq"]) for e in events} == logged
     for event in events:
@@ -118,8 +118,10 @@ def test_records_carry_the_plan_fields_and_share_seq_with_their_log_line(ledgere
     result = events[1]
     assert result["status"] == "ACCEPTED" and result["order_id"].startswith("o-") and result["side"] == "yes"
     assert result["price"] == 0.45 and result["size"] == 10 and isinstance(result["latency_ms"], float)
-    cancel, fill = events[4], events[5]
+    request, cancel, fill = events[4], events[5], events[6]
+    assert "status" not in request and request["order_id"] == response["order"]["order_id"]  # journaled first
     assert cancel["status"] == "CANCELLED" and cancel["order_id"] == response["order"]["order_id"]
+    assert isinstance(cancel["latency_ms"], float) and cancel["seq"] > request["seq"]
     assert fill["pnl_delta"] == -0.1 and fill["size"] == 3 and fill["side"] == "no"
 
 
@@ -192,7 +194,7 @@ def test_demo_writes_every_execution_event_exactly_once_to_dynamodb(demo_tables,
     assert len(ids) == len(set(ids))  # exactly once
     assert set(ids) == expected
     kinds = {item["event_type"]["S"] for item in items}
-    assert kinds == set(EXECUTION_EVENTS)
+    assert {"ORDER_PLACE", "ORDER_RESULT", "ORDER_CANCEL", "FILL"} <= kinds <= set(EXECUTION_EVENTS)
 
     decision_id = next(l["decision_id"] for l in logged if l["event_type"] == "ORDER_CANCEL")
     page = client.query(TableName="dora_execution_log_demo", IndexName="gsi1",

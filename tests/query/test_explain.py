@@ -87,10 +87,13 @@ def test_errors_come_with_their_stack(explained):
 
 
 def test_a_not_sent_slot_shows_the_bots_own_line_about_it(explained):
+    # The demo's risk manager and rate limiter say why with dora_otel.order_suppressed: an
+    # ORDER_SUPPRESSED line carrying the decision_id and the reason.
     decision = next(d for r in explained.values() for d in r["decisions"]
-                    if any(v["verdict"] == "NOT_SENT" for v in d["verdicts"]))
-    context = [e for e in decision["timeline"] if e["context"]]
-    assert any("rate limit budget exhausted" in e["fields"]["message"] for e in context)
+                    if any(v["verdict"] in ("NOT_SENT", "SUPPRESSED") for v in d["verdicts"]))
+    why = [e for e in decision["timeline"] if e["event_type"] == "ORDER_SUPPRESSED"]
+    assert any("rate limit budget exhausted" in e["fields"]["message"] or "position limit" in e["fields"]["message"]
+               for e in why)
 
 
 def test_explain_by_decision_id_prints_an_aligned_report_without_colour_when_piped(faulty_run, explained):
