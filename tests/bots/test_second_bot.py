@@ -28,7 +28,6 @@ HERE = Path(__file__).resolve().parent
 MARKETS = ("KXBOT-A", "KXBOT-B", "KXBOT-C")
 INSIDE = "KXBOT-B"  # this market's orders are placed inside the decision body
 MAX_SIZE = 20
-NEEDS_BRANCHES = "needs decor+cli branches (DUPLICATE, slots inside decisions, order_suppressed, SUPPRESSED)"
 MISMATCH = {"NOT_SENT", "REJECTED", "UNKNOWN"}
 
 
@@ -168,7 +167,6 @@ def test_verdicts_equal_the_exchange_truth_where_main_already_handles_the_case(r
     assert not wrong, wrong
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_BRANCHES)
 def test_every_slot_verdict_equals_the_exchange_truth(result: Result) -> None:
     wrong = [(s["market"], s["decision_id"][:8], s["slot"], s["verdict"], result.expected(s))
              for s in result.slots if s["verdict"] != result.expected(s)]
@@ -179,7 +177,6 @@ def test_every_slot_verdict_equals_the_exchange_truth(result: Result) -> None:
     assert any(result.expected(s) == "SUPPRESSED" for s in result.slots)
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_BRANCHES)
 def test_reconcile_flags_exactly_the_decisions_not_executed_as_decided(result: Result) -> None:
     should = {s["decision_id"] for s in result.slots if result.expected(s) in MISMATCH}
     assert should

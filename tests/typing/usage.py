@@ -42,8 +42,12 @@ def run_bot() -> bool:
                                                    order_id="o-1")
     dora_otel.heartbeat(markets_active=1, open_orders_count=len(targets))
     dora_otel.risk_halt(reason="daily loss limit", daily_pnl=-250.0)
+    linked: str | None = dora_otel.link_order(client_order_id="c-1", order_id="o-1")
+    why_not: str | None = dora_otel.order_suppressed("position limit", market="KXBTC-25", side="yes",
+                                                     price=0.45, size=10)
     outcome = Outcome(OrderStatus.REJECTED, error_msg="insufficient_balance")
-    kinds: list[str] = [EventType.ORDER_RESULT.value, outcome.status.value, version, run_id, str(joined)]
+    kinds: list[str] = [EventType.ORDER_RESULT.value, outcome.status.value, version, run_id, str(joined),
+                        str(linked), str(why_not)]
     try:
         pass
     except SchemaError as exc:
