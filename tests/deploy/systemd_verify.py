@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 
 HOST_UNITS = [Path("/usr/lib/systemd/system"), Path("/lib/systemd/system")]
-_EXEC = re.compile(r"^\s*Exec(?:Start|StartPre|StartPost|Stop|StopPost|Reload)=[-@:+!]*(\S+)", re.MULTILINE)
+_EXEC = re.compile(r"^\s*Exec(?:Condition|Start|StartPre|StartPost|Stop|StopPost|Reload)=[-@:+!]*(\S+)", re.MULTILINE)
 
 
 class VerifyError(AssertionError):

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import systemd_verify as sv
 
+from dora_otel.query.output import Exit
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 UNITS = ("dora-bot.service", "dora-reconcile.service", "dora-reconcile.timer")
@@ -157,3 +159,61 @@ def test_collector_env_guard_runs_before_the_collector_and_the_unit_sets_a_valid
     s = sv.settings((DEPLOY / "aws-otel-collector.service.d" / "10-dora.conf").read_text(encoding="utf-8"))
     assert s["ExecStartPre"][0].startswith("/bin/sh -c ")
     assert s["Environment"] == ["DORA_ENV=prod"]
+
+
+# --- the reconcile unit: which exit codes alert, and it runs only while the bot runs --------------
+
+def test_every_reconcile_exit_code_but_ok_fails_the_unit_and_the_unit_says_what_each_means():
+    text = _text("dora-reconcile.service")
+    s = sv.settings(text)
+    # A failed oneshot is what alerts (systemd's "Failed with result" line -> the crashes filter ->
+    # dora-bot-errors); declaring 1, 4 or 5 a success would silence mismatches, a bot that decided
+    # nothing, or a check that could not read its data.
+    assert not {"SuccessExitStatus", "RestartPreventExitStatus", "Restart"} & set(s)
+    assert not s["ExecStart"][0].startswith("-")  # "-" would ignore every failure
+    documented = set()
+    for match in re.finditer(r"^#\s+(\d(?:, \d)*)\s{2}", text, re.MULTILINE):
+        documented |= {int(code) for code in match.group(1).split(", ")}
+    # Every code dora-otel can end with (bar Ctrl-C and a closed pipe, which a timer run never sees)
+    # has a stated treatment in the unit's comments.
+    assert documented == {int(code) for code in Exit if code < 128}
+
+
+def _reconcile_condition() -> list[str]:
+    """The reconcile unit's ExecCondition as the argv systemd would run ($$ is systemd's `$`)."""
+    (line,) = sv.settings(_text("dora-reconcile.service"))["ExecCondition"]
+    return shlex.split(line.replace("$$", "$"))
+
+
+def _run_condition(tmp_path: Path, stdout: str, status: int) -> subprocess.CompletedProcess[str]:
+    """Run the condition with a `systemctl` on PATH that answers `is-active dora-bot.service` so."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "systemctl"
+    fake.write_text('#!/bin/sh\n[ "$*" = "is-active dora-bot.service" ] || { echo "asked: $*" >&2; exit 99; }\n'
+                    f"printf %s {shlex.quote(stdout)}\nexit {status}\n", encoding="utf-8")
+    fake.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    return subprocess.run(_reconcile_condition(), env=env, capture_output=True, text=True, timeout=10, check=False)
+
+
+def test_reconcile_runs_while_the_bot_is_active(tmp_path):
+    proc = _run_condition(tmp_path, "active\n", 0)  # what `systemctl is-active` prints and returns
+    assert (proc.returncode, proc.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("state", ["inactive", "failed", "activating", "deactivating"])
+def test_reconcile_is_skipped_not_failed_while_the_bot_is_not_running(tmp_path, state):
+    # ExecCondition exit 1..254: systemd skips the run without failing the unit, so a planned stop
+    # never pages through exit 4 ("no decisions") every 10 minutes.
+    proc = _run_condition(tmp_path, f"{state}\n", 3)
+    assert proc.returncode == 1
+    assert f"dora-bot.service is {state}, no live bot to reconcile: skipped" in proc.stderr
+
+
+def test_reconcile_fails_when_systemctl_cannot_say_whether_the_bot_runs(tmp_path):
+    # No D-Bus answer: systemctl prints nothing on stdout and exits 1. 255 fails the unit (alert)
+    # instead of skipping every run quietly.
+    proc = _run_condition(tmp_path, "", 1)
+    assert proc.returncode == 255
+    assert "cannot tell whether dora-bot.service runs (systemctl is-active said [])" in proc.stderr
