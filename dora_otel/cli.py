@@ -11,9 +11,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from dora_otel.query.output import EXIT_TABLE, CliError, Exit, closed_pipe
-
 from dora_otel._version import __version__
+from dora_otel.query.output import EXIT_TABLE, CliError, Exit, closed_pipe
 
 
 def _positive_int(text: str) -> int:
@@ -61,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_query_commands(sub: argparse._SubParsersAction) -> None:
+def _add_query_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     try:
         from dora_otel.query import cli as query_cli
     except ImportError:
@@ -69,7 +68,7 @@ def _add_query_commands(sub: argparse._SubParsersAction) -> None:
     query_cli.add_commands(sub)
 
 
-def _add_tables_command(sub: argparse._SubParsersAction) -> None:
+def _add_tables_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tables = sub.add_parser("tables", help="create or describe the DynamoDB ledger tables",
                             formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_TABLE,
                             description="Create (idempotent; waits until ACTIVE; enables TTL) or describe "

@@ -114,7 +114,7 @@ def _repr(value: Any) -> str:
     """repr() for an error message: never raises (a bot's object may refuse), never huge."""
     try:
         text = repr(value)
-    except Exception:
+    except Exception:  # noqa: BLE001  a bot's __repr__ may raise anything; this message must still go out
         return f"<unprintable {type(value).__name__}>"
     return text if len(text) <= 200 else text[:200] + "…"
 

@@ -201,9 +201,11 @@ def _judge(http_status: int | None, code: str | None, message: str | None, error
     if http_status is None and code is not None and _says_duplicate(code):
         return Outcome(OrderStatus.DUPLICATE, error_type=error_type, error_msg=text, reason=code)
     if http_status is not None and (http_status == 408 or http_status >= 500):
-        return Outcome(OrderStatus.UNKNOWN, error_type=error_type, error_msg=text, http_status=http_status, reason=reason)
+        return Outcome(OrderStatus.UNKNOWN, error_type=error_type, error_msg=text, http_status=http_status,
+                       reason=reason)
     if http_status is None or http_status in _REJECT_STATUSES or 400 <= http_status < 500:
-        return Outcome(OrderStatus.REJECTED, error_type=error_type, error_msg=text, http_status=http_status, reason=reason)
+        return Outcome(OrderStatus.REJECTED, error_type=error_type, error_msg=text, http_status=http_status,
+                       reason=reason)
     # 1xx / 2xx / 3xx carrying an error body: an answer we cannot read as a placement.
     return Outcome(OrderStatus.UNKNOWN, error_type=error_type, error_msg=text, http_status=http_status, reason=reason)
 

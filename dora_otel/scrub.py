@@ -8,7 +8,8 @@ The rules (also listed in the README, "Scrubbing"):
 1. **Known secret values**, masked wherever they appear: values given to `setup(secrets=[...])` /
    `register_secrets()`, and by default the values of `KALSHI_API_KEY_ID`, `KALSHI_API_KEY`,
    `KALSHI_KEY_ID`, `KALSHI_PRIVATE_KEY` (PEM text, or a path: then the file's contents), the
-   contents of the file named by `KALSHI_PRIVATE_KEY_PATH`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` (`SECRET_ENV_VARS`).
+   contents of the file named by `KALSHI_PRIVATE_KEY_PATH`, `AWS_SECRET_ACCESS_KEY` and
+   `AWS_SESSION_TOKEN` (`SECRET_ENV_VARS`).
 2. **Sensitive field names** (`is_sensitive_key`): password, secret, token (not "tokens"), api key,
    private key, access key, key id, a field named just "key", signature / sig, authorization / auth,
    cookie, credential, session, the Kalshi headers KALSHI-ACCESS-KEY and KALSHI-ACCESS-SIGNATURE;
@@ -161,7 +162,8 @@ _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9\-._~+/]{8,}=*")
 # A label and its separator; the label is judged by is_sensitive_key, then the value read after it.
 _LABEL = re.compile(r"(?P<label>[A-Za-z_][A-Za-z0-9_.\-]{0,80})(?P<sep>[\"']?[ \t]*[:=][ \t]*)")
 _VALUE = re.compile(r"\"[^\"\n]*\"?|'[^'\n]*'?|(?:(?i:bearer|basic|token|digest)[ \t]+)?[^\s,;&\"'<>{}\[\]()]+")
-_AWS = re.compile(r"(?i)(aws[a-z_\- ]{0,30}(?:secret|key)[a-z_\- ]{0,30}[\s:=\"']{1,4})[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])")
+_AWS = re.compile(r"(?i)(aws[a-z_\- ]{0,30}(?:secret|key)[a-z_\- ]{0,30}[\s:=\"']{1,4})"
+                  r"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])")
 # The lookbehind makes a search linear: inside a short run it fails at once instead of rescanning.
 _BLOB = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{" + str(_BLOB_MIN) + r",}={0,2}")
 
@@ -202,10 +204,7 @@ def _has_trigger(text: str) -> bool:
     for word in _TRIGGERS:
         if word in low:
             return True
-    for secret in _secrets:
-        if secret in text:
-            return True
-    return False
+    return any(secret in text for secret in _secrets)
 
 
 def _has_blob(text: str) -> bool:

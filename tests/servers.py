@@ -15,10 +15,9 @@ Used by ``tests/conftest.py`` (session fixtures) and ``bench/ledger_*.py``.
 
 from __future__ import annotations
 
-import dataclasses
-
 import atexit
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -123,7 +122,9 @@ class DynamoServer:
                 try:
                     client.list_tables(Limit=1)
                     return
-                except Exception as exc:  # not listening yet
+                # Anything while it boots means "not listening yet"; the deadline turns a persistent
+                # error into a ServerError that quotes it with the server's own output.
+                except Exception as exc:  # noqa: BLE001
                     last_error = exc
                     time.sleep(0.1)
         finally:

@@ -56,11 +56,12 @@ class ExchangeClient:
         self._headers = {"KALSHI-ACCESS-KEY": api_key_id}  # never captured: decorators read named fields only
 
     @dora_otel.order_place(market="ticker", size="count")
-    def place_order(self, ticker: str, side: str, price: float, count: int, client_order_id: str | None = None) -> dict:
+    def place_order(self, ticker: str, side: str, price: float, count: int,
+                    client_order_id: str | None = None) -> dict[str, Any]:
         return self._exchange.create_order(ticker, side, price, count, client_order_id or "")
 
     @dora_otel.order_cancel(market="ticker")
-    def cancel_order(self, order_id: str, ticker: str) -> dict:
+    def cancel_order(self, order_id: str, ticker: str) -> dict[str, Any]:
         return self._exchange.cancel_order(order_id)
 
     def rate_limit_ok(self) -> bool:
@@ -82,7 +83,7 @@ class StateManager:
         self._thread = threading.Thread(target=self._fill_feed, name="fill-feed", daemon=True)
         self._thread.start()
 
-    def order_placed(self, response: dict, ticker: str, side: str) -> None:
+    def order_placed(self, response: dict[str, Any], ticker: str, side: str) -> None:
         with self._lock:
             self.open_orders[response["order"]["order_id"]] = (ticker, side)
 

@@ -80,7 +80,8 @@ def query_hints(command: str, config: Any, market: str, began: datetime, ended: 
     lines = [f"  {command} explain --market {market} --at {_stamp(middle)} --window 1m {flags}"]
     if config.ledger in ("sqlite", "dynamodb"):
         lines += [f"  {command} reconcile --since {_stamp(start)} --until {_stamp(end)} {flags}",
-                  f"  {command} report --since {_stamp(start)} --until {_stamp(end)} --out dora-otel-report.html {flags}"]
+                  f"  {command} report --since {_stamp(start)} --until {_stamp(end)} "
+                  f"--out dora-otel-report.html {flags}"]
     else:
         lines.append(f"  (reconcile and report read a ledger; this run used --ledger {config.ledger})")
     return lines

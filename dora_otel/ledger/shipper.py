@@ -48,7 +48,8 @@ __all__ = ["Shipper"]
 def _instrumentation_suppressed() -> Iterator[None]:
     try:
         from opentelemetry.instrumentation.utils import suppress_instrumentation
-    except Exception:  # the package is optional for this purpose
+    # Optional for this purpose; a broken install of it must not stop the shipper thread either.
+    except Exception:  # noqa: BLE001
         yield
         return
     with suppress_instrumentation():
@@ -270,7 +271,9 @@ class Shipper:
                 return False
             try:
                 result = self.sink.write_batch(pending)
-            except Exception as exc:
+            # Any Sink may fail in its own way (boto3, sqlite3, a user's): each failure is counted
+            # (_note_failure), backed off and retried until the shipper stops; the thread never dies.
+            except Exception as exc:  # noqa: BLE001
                 attempt += 1
                 self._note_failure(exc)
                 if not self._backoff(attempt):

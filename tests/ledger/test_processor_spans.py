@@ -91,7 +91,7 @@ def test_records_carry_the_plan_fields_and_share_seq_with_their_log_line(ledgere
     bot.cancel(response["order"]["order_id"])
     dora_otel.record_fill(price=0.5, size=3, pnl_delta=-0.1, order_id=response["order"]["order_id"])
     telemetry.shutdown()
-    decision_line = [l for l in lines(stream) if l["event_type"] == "DECISION_MADE"][0]
+    decision_line = next(l for l in lines(stream) if l["event_type"] == "DECISION_MADE")
     decision_id = decision_line["decision_id"]
 
     decision = sink.decision(decision_id)
@@ -201,8 +201,8 @@ def test_demo_writes_every_execution_event_exactly_once_to_dynamodb(demo_tables,
                         KeyConditionExpression="decision_id = :d", ExpressionAttributeValues={":d": {"S": decision_id}})
     stamps = [item["event_ts"]["S"] for item in page["Items"]]
     assert stamps == sorted(stamps) and len(stamps) >= 4
-    in_log = sorted((l["seq"] for l in logged if l.get("decision_id") == decision_id
-                     and l["event_type"] in EXECUTION_EVENTS))
+    in_log = sorted(l["seq"] for l in logged if l.get("decision_id") == decision_id
+                     and l["event_type"] in EXECUTION_EVENTS)
     assert sorted(int(item["seq"]["N"]) for item in page["Items"]) == in_log
 
 
@@ -224,7 +224,8 @@ def test_bot_killed_while_dynamodb_is_stopped_loses_nothing_it_journaled(demo_ta
     server, client = demo_tables
     env = _aws_env(server, tmp_path)
     server.pause()  # SIGSTOP: requests hang, as in a network partition
-    bot = subprocess.Popen([sys.executable, "-m", "dora_otel.cli", "demo", "--cycles", "1000000", "--fault-rate", "0.1"],
+    bot = subprocess.Popen([sys.executable, "-m", "dora_otel.cli", "demo", "--cycles", "1000000",
+                            "--fault-rate", "0.1"],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=REPO)
     logged = []
     while len(logged) < 1500:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import servers
+from botocore.exceptions import BotoCoreError, ClientError
 
 from dora_otel.ledger import Ledger
 from dora_otel.sinks.dynamodb import DynamoDBSink
@@ -85,11 +86,11 @@ def test_tables_command_creates_idempotently_and_describes(dynamodb_local_server
     client = server.client()
     try:
         for _ in range(2):  # the second create finds them and succeeds
-            made = subprocess.run(command + ["create", "--env", "demo"], capture_output=True, text=True,
+            made = subprocess.run([*command, "create", "--env", "demo"], capture_output=True, text=True,
                                   env=env, timeout=120, cwd=tmp_path)
             assert made.returncode == 0, made.stderr
             assert "dora_execution_log_demo" in made.stderr and "dora_decision_log_demo" in made.stderr
-        shown = subprocess.run(command + ["describe", "--env", "demo"], capture_output=True, text=True,
+        shown = subprocess.run([*command, "describe", "--env", "demo"], capture_output=True, text=True,
                                env=env, timeout=60, cwd=tmp_path)
         assert shown.returncode == 0, shown.stderr
         described = json.loads(shown.stdout)["tables"]  # one JSON document
@@ -101,7 +102,7 @@ def test_tables_command_creates_idempotently_and_describes(dynamodb_local_server
         for name in ("dora_execution_log_demo", "dora_decision_log_demo"):
             try:
                 client.delete_table(TableName=name)
-            except Exception:
+            except (BotoCoreError, ClientError):  # never created, or the server is gone: nothing to drop
                 pass
         client.close()
 

@@ -141,18 +141,19 @@ def harness(tmp_path: Any) -> Any:
     h.telemetry.shutdown(reason="test")
 
 
-def _call_args(mode: str, market: Any, side: Any, price: Any, size: Any, coid: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def _call_args(mode: str, market: Any, side: Any, price: Any, size: Any,
+               coid: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     args: tuple[Any, ...] = (market, side, price, size)
     if mode == "keyword-none":
         return args, {"client_order_id": None}
     if mode == "positional-none":
-        return args + (None,), {}
+        return (*args, None), {}
     if mode == "keyword-empty":
         return args, {"client_order_id": ""}
     if mode == "keyword-value":
         return args, {"client_order_id": coid}
     if mode == "positional-value":
-        return args + (coid,), {}
+        return (*args, coid), {}
     return args, {}
 
 
@@ -160,7 +161,7 @@ def _check(harness: Harness, mode: str, sent: tuple[Any, ...], coid: Any, outcom
            expected: tuple[str, Any], inside: bool, before: dict[str, int]) -> None:
     assert len(harness.calls) == 1, "the bot's function must run exactly once"
     got = harness.calls[0]
-    for mine, theirs in zip(sent, got[:4]):
+    for mine, theirs in zip(sent[:4], got[:4], strict=True):
         assert theirs is mine, "an argument was replaced on its way to the bot's function"
     assert outcome[0] == expected[0] and outcome[1] is expected[1], "the bot must see its own result"
 

@@ -197,8 +197,8 @@ def _run_bot(tmp_path: Path, data_dir: Path, planted: dict[str, str], mode: str,
     if otlp:  # this run's ledger store is down: its records stay in the journal for the next run
         env.update(OTEL_EXPORTER_OTLP_ENDPOINT=otlp, OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
                    SINK_DOWN="1", DORA_SHUTDOWN_TIMEOUT="1")
-    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120, check=False,
-                          cwd=tmp_path)
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120,
+                          check=False, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout, done.stderr
 
