@@ -54,7 +54,7 @@ separately and do not change the exit code.
 """ + EXIT_TABLE
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
     where = common.add_argument_group("where the data is")
     where.add_argument("--data-dir", default=None,
@@ -127,7 +127,8 @@ The file is self-contained (inline SVG/CSS/JS, nothing fetched): mail it, attach
 """ + EXIT_TABLE
 
 
-def _add_report_command(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def _add_report_command(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                        common: argparse.ArgumentParser) -> None:
     report = sub.add_parser(
         "report", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
         help="write one self-contained HTML picture of a time range (a strip per market, a mark per decision)",
@@ -266,7 +267,8 @@ def run_explain(args: argparse.Namespace, *, stdout: TextIO | None = None, logs_
     if not args.decision_id and not args.market:
         raise ValueError("give a decision id, or --market MARKET [--at TIME]")
     if args.decision_id and not _DECISION_ID.match(args.decision_id.strip().lower()):
-        raise ValueError(f"decision id {args.decision_id!r} is not 32 lower-case hex characters (the decision's trace id)")
+        raise ValueError(f"decision id {args.decision_id!r} is not 32 lower-case hex characters "
+                         "(the decision's trace id)")
     window = parse_duration(args.window)
     at = parse_time(args.at) if args.at else None
     source = build_source(args, logs_client=logs_client, dynamodb_client=dynamodb_client)

@@ -357,7 +357,8 @@ def _build(source: Source, found: Mapping[str, tuple[dict[str, Any] | None, list
     return reports, logs
 
 
-def _context_lines(lines: Sequence[Mapping[str, Any]], found: Mapping[str, Any], market: str | None) -> dict[str, list[dict[str, Any]]]:
+def _context_lines(lines: Sequence[Mapping[str, Any]], found: Mapping[str, Any],
+                   market: str | None) -> dict[str, list[dict[str, Any]]]:
     """Lines of the market that carry no decision_id, given to the decision whose DECISION_MADE is
     the latest before them in the same run (e.g. the bot's own 'order rejected' line after the call)."""
     if not market:
@@ -404,12 +405,14 @@ def _decision_report(source: Source, decision_id: str, record: dict[str, Any] | 
                      "(ledger loss, or not shipped yet)")
     timeline = _timeline(record, events, lines, context)
     errors = [
-        {k: e["fields"].get(k) for k in ("seq", "error_type", "error_msg", "stack", "status") if e["fields"].get(k) is not None}
+        {k: e["fields"].get(k) for k in ("seq", "error_type", "error_msg", "stack", "status")
+         if e["fields"].get(k) is not None}
         | {"ts": e["ts"], "event_type": e["event_type"]}
         for e in timeline if e["fields"].get("stack") or e["event_type"] == "ERROR"
     ]
     return DecisionReport(
-        decision_id=decision_id, market=record.get("market") or next((e.get("market") for e in events if e.get("market")), None),
+        decision_id=decision_id,
+        market=record.get("market") or next((e.get("market") for e in events if e.get("market")), None),
         decision_ts=record.get("decision_ts") or (events[0].get("event_ts") if events else None),
         bot_run_id=run, loop=record.get("loop"), targets=targets, spread=record.get("spread"),
         verdicts=verdicts, timeline=timeline, errors=errors, unassigned=unassigned, notes=notes,
@@ -437,8 +440,9 @@ def _hint_unmatched(reports: Sequence[DecisionReport], unmatched: Sequence[Mappi
             candidates = [f for f in unmatched if f.get("side") == v.expected.get("side")
                           and f.get("price") == v.expected.get("price") and str(f.get("event_ts", "")) >= placed]
             if candidates:
-                v.note = (v.note or "") + (f"; {len(candidates)} fill(s) matching no decision, same side and price, "
-                                           f"came after it (order {candidates[0].get('order_id')}): probably this order")
+                v.note = (v.note or "") + (
+                    f"; {len(candidates)} fill(s) matching no decision, same side and price, "
+                    f"came after it (order {candidates[0].get('order_id')}): probably this order")
 
 
 def _cross_check(record: Mapping[str, Any], events: Sequence[Mapping[str, Any]], lines: Sequence[Mapping[str, Any]],
@@ -480,11 +484,12 @@ def _timeline(record: Mapping[str, Any], events: Sequence[Mapping[str, Any]], li
         for k, v in fields.items():
             if v is not None and k not in entry["fields"]:
                 entry["fields"][k] = v
-        if ledger and ts or not entry["ts"]:
+        if (ledger and ts) or not entry["ts"]:
             entry["ts"] = ts
 
     if record:
-        add(record.get("seq"), record.get("decision_ts"), "DECISION_MADE", _record_fields(record), ledger=True, log=False)
+        add(record.get("seq"), record.get("decision_ts"), "DECISION_MADE", _record_fields(record),
+            ledger=True, log=False)
     for e in events:
         add(e.get("seq"), e.get("event_ts"), str(e.get("event_type")), _record_fields(e),
             ledger=e.get("source") not in ("log", "spans"), log=False)

@@ -18,7 +18,7 @@ import enum
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 from dora_otel import scrub

@@ -262,7 +262,8 @@ def _describe(source: Source) -> str:
 
 
 def _check_live(order_source: OrderSource, decisions: Sequence[Mapping[str, Any]],
-                verdicts: Mapping[str, list[SlotVerdict]], per_decision: dict[str, dict[Any, dict[str, Any]]]) -> dict[str, Any]:
+                verdicts: Mapping[str, list[SlotVerdict]],
+                per_decision: dict[str, dict[Any, dict[str, Any]]]) -> dict[str, Any]:
     """Compare the ledger's resting orders with the exchange's open orders (both directions)."""
     open_orders = list(order_source.open_orders())
     open_by_coid = {str(o.get("client_order_id")): o for o in open_orders if o.get("client_order_id")}
@@ -284,7 +285,8 @@ def _check_live(order_source: OrderSource, decisions: Sequence[Mapping[str, Any]
                 count += 1
             elif not _expected_open(v) and on_book is not None:
                 existing = per_decision.setdefault(decision_id, {}).get(v.slot)
-                detail = f"the exchange has this order open (order {on_book.get('order_id')}) but the ledger says {v.verdict.value}"
+                detail = (f"the exchange has this order open (order {on_book.get('order_id')}) "
+                          f"but the ledger says {v.verdict.value}")
                 if existing is not None:
                     existing["detail"] = f"{existing['detail']}; {detail}"
                 else:
@@ -296,7 +298,8 @@ def _check_live(order_source: OrderSource, decisions: Sequence[Mapping[str, Any]
                     f"; exchange: {status.get('status')}" if status else "; exchange: no such order")
             if not per_decision.get(decision_id):
                 per_decision.pop(decision_id, None)
-    unattributed = [{k: o.get(k) for k in ("client_order_id", "order_id", "ticker", "side", "status") if o.get(k) is not None}
+    unattributed = [{k: o.get(k) for k in ("client_order_id", "order_id", "ticker", "side", "status")
+                     if o.get(k) is not None}
                     for o in open_orders if str(o.get("client_order_id")) not in ours]
     return {"open_orders": len(open_orders), "mismatches": count, "unattributed_open_orders": unattributed}
 
@@ -400,5 +403,6 @@ def _emit(report: ReconcileReport, emit: Emit) -> None:
             f"{len(ledger['log_events_missing_from_ledger'])} logged events missing from the ledger")
     if report.decisions == 0:
         text = f"reconcile {report.since}..{report.until}: no decisions in this range"
-    level = logging.WARNING if report.mismatched or lost or any(ledger.values()) or not report.decisions else logging.INFO
+    troubled = report.mismatched or lost or any(ledger.values()) or not report.decisions
+    level = logging.WARNING if troubled else logging.INFO
     emit(level, "LOG", text, fields)

@@ -30,7 +30,7 @@ def use_color(stream: TextIO, environ: dict[str, str] | None = None) -> bool:
     isatty = getattr(stream, "isatty", None)
     try:
         return bool(isatty and isatty())
-    except Exception:
+    except Exception:  # noqa: BLE001  any stream object may be passed; one that cannot say is no terminal
         return False
 
 
@@ -67,7 +67,8 @@ def render_json(value: Any, stream: TextIO) -> None:
     Printer(stream).json(value)
 
 
-def _table(rows: Sequence[Sequence[str]], styles: Sequence[Sequence[Any]] | None = None, indent: str = "  ") -> list[str]:
+def _table(rows: Sequence[Sequence[str]], styles: Sequence[Sequence[Any]] | None = None,
+           indent: str = "  ") -> list[str]:
     """Left-aligned columns sized to their content; ``styles[i][j]`` styles a cell's text and the
     padding goes outside the escape codes (so a styled cell keeps its colour and its alignment, and
     the style sees the bare text, e.g. a verdict name). The last column is not padded."""
@@ -240,7 +241,8 @@ def _render_decision(d: DecisionReport, w: Printer, s: Style, stack_lines: int, 
             text += "  (stack below)"
         rows.append([_clock(e.get("clock_ts") or e.get("ts")), _fmt_offset(e.get("offset_ms")),
                      f"#{e['seq']}" if e["seq"] is not None else "", e["event_type"], text])
-        bad = e["event_type"] == "ERROR" or e["fields"].get("status") in ("REJECTED", "UNKNOWN", "ERROR", "CANCEL_FAILED")
+        bad = (e["event_type"] == "ERROR"
+               or e["fields"].get("status") in ("REJECTED", "UNKNOWN", "ERROR", "CANCEL_FAILED"))
         style = s.dim if e.get("context") else (s.red if bad else None)
         styles.append([s.dim, s.dim, s.dim, style, style])
     for line in _table(rows, styles, indent="    "):
@@ -257,7 +259,7 @@ def _render_decision(d: DecisionReport, w: Printer, s: Style, stack_lines: int, 
             if stack and not stack_lines:
                 w("      " + s.dim(f"(stack of {len(stack)} lines: --verbose, or explain {d.decision_id})"))
             elif stack:
-                shown = stack if len(stack) <= stack_lines else ["…"] + stack[-stack_lines:]
+                shown = stack if len(stack) <= stack_lines else ["…", *stack[-stack_lines:]]
                 for line in shown:
                     w("      " + s.dim(line))
     if d.unassigned:
@@ -289,7 +291,7 @@ def _logs_absent(d: DecisionReport) -> bool:
 def _ranges_text(ranges: Iterable[Sequence[int]], limit: int = 8) -> str:
     parts = [f"{a}" if a == b else f"{a}-{b}" for a, b in ranges]
     if len(parts) > limit:
-        parts = parts[:limit] + [f"… ({len(parts) - limit} more)"]
+        parts = [*parts[:limit], f"… ({len(parts) - limit} more)"]
     return ", ".join(parts)
 
 
@@ -360,4 +362,5 @@ def _reasons(suppressed: Sequence[dict[str, Any]]) -> str:
     for item in suppressed:
         reason = str(item.get("reason") or "no reason given")
         counts[reason] = counts.get(reason, 0) + 1
-    return "; ".join(f"{reason} ×{n}" if n > 1 else reason for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    by_count = sorted(counts.items(), key=lambda kv: -kv[1])
+    return "; ".join(f"{reason} ×{n}" if n > 1 else reason for reason, n in by_count)

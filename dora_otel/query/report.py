@@ -113,7 +113,8 @@ def build_report(source: Source, since: datetime, until: datetime, markets: Sequ
 
 _STRIP_W, _STRIP_H, _PAD_L, _PAD_R = 1000, 46, 8, 8
 _TL_W, _TL_LABEL, _LANE_H = 640, 190, 18
-_TICKS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+_TICKS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900,
+            1800, 3600, 7200, 10800, 21600, 43200, 86400)
 
 
 def _e(value: Any) -> str:
@@ -180,7 +181,8 @@ def _strip(market: str, decisions: list[ReportDecision], x: Callable[[datetime],
         cx = x(from_iso(d.decision_ts))
         bad = d.worst in ("UNKNOWN", "REJECTED", "NOT_SENT")
         height, top = (24, 3) if bad else (16, 7)
-        parts.append(f'<a href="#d-{_e(d.decision_id)}"><rect class="mark v-{_e(d.worst)}" data-verdict="{_e(d.worst)}" '
+        parts.append(f'<a href="#d-{_e(d.decision_id)}">'
+                     f'<rect class="mark v-{_e(d.worst)}" data-verdict="{_e(d.worst)}" '
                      f'data-decision="{_e(d.decision_id)}" x="{cx - 1.5:.1f}" y="{top}" width="3" height="{height}">'
                      f'<title>{_e(_decision_title(d))}</title></rect></a>')
     parts.append("</svg>")
@@ -197,7 +199,8 @@ def _events(v: SlotVerdict) -> list[tuple[str, str, str, str]]:
                          f"client_order_id {a.client_order_id}")))
         if a.result:
             r = a.result
-            latency = f"{float(r['latency_ms']):.1f} ms" if isinstance(r.get("latency_ms"), (int, float)) else "latency ?"
+            timed = isinstance(r.get("latency_ms"), (int, float))
+            latency = f"{float(r['latency_ms']):.1f} ms" if timed else "latency ?"
             why = f" — {r.get('error_type') or ''} {r.get('error_msg') or ''}".rstrip() if r.get("error_msg") else ""
             out.append((str(r.get("event_ts")), "result", _STATUS_COLORS.get(str(r.get("status")), "#555"),
                         f"ORDER_RESULT {r.get('status')} after {latency}{why}"))
@@ -219,7 +222,8 @@ def _events(v: SlotVerdict) -> list[tuple[str, str, str, str]]:
 def _shape(kind: str, x: float, y: float, color: str, title: str) -> str:
     t = f"<title>{_e(title)}</title>"
     if kind == "place":
-        return f'<circle class="ev ev-place" cx="{x:.1f}" cy="{y}" r="4" fill="#fff" stroke="{color}" stroke-width="1.5">{t}</circle>'
+        return (f'<circle class="ev ev-place" cx="{x:.1f}" cy="{y}" r="4" fill="#fff" stroke="{color}" '
+                f'stroke-width="1.5">{t}</circle>')
     if kind == "result":
         return f'<circle class="ev ev-result" cx="{x:.1f}" cy="{y}" r="4.5" fill="{color}">{t}</circle>'
     if kind == "cancel":
@@ -263,7 +267,8 @@ def _timeline(d: ReportDecision) -> str:
         points = sorted(((max(0.0, (from_iso(ts) - origin).total_seconds() * 1000), kind, color, text)
                          for ts, kind, color, text in evs), key=lambda p: p[0])
         if points:
-            parts.append(f'<line class="lane-line" x1="{x(points[0][0]):.1f}" y1="{y}" x2="{x(points[-1][0]):.1f}" y2="{y}"/>')
+            parts.append(f'<line class="lane-line" x1="{x(points[0][0]):.1f}" y1="{y}" '
+                         f'x2="{x(points[-1][0]):.1f}" y2="{y}"/>')
         for at_ms, kind, color, text in points:
             parts.append(_shape(kind, x(at_ms), y, color, f"+{at_ms:.1f} ms  {text}"))
         answered = [a for a in v.attempts if a.result]
@@ -271,7 +276,8 @@ def _timeline(d: ReportDecision) -> str:
             r = a.result or {}
             if isinstance(r.get("latency_ms"), (int, float)) and r.get("event_ts"):
                 answered_ms = max(0.0, (from_iso(str(r["event_ts"])) - origin).total_seconds() * 1000)
-                parts.append(f'<text class="latency" x="{x(answered_ms) + 6:.1f}" y="{y - 4}">{float(r["latency_ms"]):.1f} ms</text>')
+                parts.append(f'<text class="latency" x="{x(answered_ms) + 6:.1f}" y="{y - 4}">'
+                             f'{float(r["latency_ms"]):.1f} ms</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -287,12 +293,15 @@ def _details(d: ReportDecision) -> str:
         rows.append(
             f'<tr><td>{_e(v.slot)}</td><td>{_e(e.get("side", ""))}</td><td>{_e(e.get("price", ""))}</td>'
             f'<td>{_e(e.get("size", v.size if v.size is not None else ""))}</td>'
-            f'<td><span class="badge v-{_e(v.verdict.value)}" data-verdict="{_e(v.verdict.value)}">{_e(v.verdict.value)}'
+            f'<td><span class="badge v-{_e(v.verdict.value)}" data-verdict="{_e(v.verdict.value)}">'
+            f'{_e(v.verdict.value)}'
             f'</span></td><td>{_e(", ".join(latencies))}</td><td>{_e(v.detail())}</td>'
             f'<td class="err">{_e("; ".join(errors))}</td></tr>')
     flagged = d.worst in ("UNKNOWN", "REJECTED", "NOT_SENT")
-    return (f'<details class="decision" id="d-{_e(d.decision_id)}" data-verdict="{_e(d.worst)}"{" open" if flagged else ""}>'
-            f'<summary><span class="badge v-{_e(d.worst)}">{_e(d.worst)}</span> <code>{_e(_clock(d.decision_ts, micro=True))}'
+    return (f'<details class="decision" id="d-{_e(d.decision_id)}" data-verdict="{_e(d.worst)}"'
+            f'{" open" if flagged else ""}>'
+            f'<summary><span class="badge v-{_e(d.worst)}">{_e(d.worst)}</span> '
+            f'<code>{_e(_clock(d.decision_ts, micro=True))}'
             f'</code> {_e(d.market)} <code class="id">{_e(d.decision_id)}</code></summary>'
             f'{_timeline(d)}<table><thead><tr><th>slot</th><th>side</th><th>price</th><th>size</th><th>verdict</th>'
             f'<th>latency ms</th><th>why</th><th>errors</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
@@ -303,11 +312,13 @@ _CSS = """
 body{font:13px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:16px 24px;color:#1d1d1f;background:#fff}
 h1{font-size:18px;margin:0 0 4px} h2{font-size:14px;margin:18px 0 4px} .meta{color:#666;margin:0 0 8px}
 .warn{background:#fff6d6;border:1px solid #e6c34a;padding:6px 10px;margin:6px 0;border-radius:4px}
-.legend span{display:inline-block;margin-right:12px} .legend i{display:inline-block;width:10px;height:10px;margin-right:4px;
+.legend span{display:inline-block;margin-right:12px}
+.legend i{display:inline-block;width:10px;height:10px;margin-right:4px;
 vertical-align:middle;border-radius:2px}
 svg text{font:10px system-ui,sans-serif;fill:#555} .ticklabel{text-anchor:middle}
 .axis,.tick,.grid{stroke:#bbb} .grid{stroke-dasharray:2 3} .lane-line{stroke:#ccc;stroke-width:1.5}
-.decision-mark{fill:#1d1d1f} svg text.latency{font-size:9px;fill:#777} .mark{cursor:pointer} .mark:hover{stroke:#000;stroke-width:1}
+.decision-mark{fill:#1d1d1f} svg text.latency{font-size:9px;fill:#777}
+.mark{cursor:pointer} .mark:hover{stroke:#000;stroke-width:1}
 .counts{margin:2px 0 0;color:#444} .markets{margin-bottom:12px}
 details.decision{border:1px solid #e3e3e3;border-radius:4px;margin:4px 0;padding:2px 8px}
 details.decision summary{cursor:pointer} details.decision[open]{background:#fafafa}
@@ -338,7 +349,8 @@ def _verdict_css() -> str:
     rules = []
     for verdict, color in VERDICT_COLORS.items():
         rules.append(f".mark.v-{verdict}{{fill:{color}}} .badge.v-{verdict}{{background:{color}}} "
-                     f"text.lane.v-{verdict}{{fill:{color};font-weight:600}} .legend i.v-{verdict}{{background:{color}}}")
+                     f"text.lane.v-{verdict}{{fill:{color};font-weight:600}} "
+                     f".legend i.v-{verdict}{{background:{color}}}")
     return "\n".join(rules)
 
 
@@ -376,7 +388,7 @@ def render_html(report: Report, *, generated_at: datetime | None = None) -> str:
                     f'<small class="meta">{len(items)} decision(s), {bad} with a mismatch</small></h2>'
                     f"{_strip(market, items, x, ticks)}</section>")
     body.append("</div><h2>decisions</h2>")
-    for market, items in report.markets.items():
+    for items in report.markets.values():
         body += [_details(d) for d in items]
     document = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
                 "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "

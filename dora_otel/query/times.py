@@ -67,7 +67,7 @@ def parse_time(text: str, *, now: datetime | None = None) -> datetime:
         raise TimeParseError(f"empty time; use {_FORMS}")
     if low == "now":
         return current
-    if low.endswith(" ago") or low.endswith("ago"):
+    if low.endswith("ago"):
         amount = low[: -len("ago")].strip()
         if amount:
             try:

@@ -239,14 +239,16 @@ def judge_slot(slot: int | str, expected: Mapping[str, Any] | None, events: Sequ
     if size is None:
         size = next((_size(a.place.get("size")) for a in attempts if a.place and a.place.get("size") is not None), None)
     filled = sum(_size(f.get("size")) or 0 for f in fills)
-    order_id = next((a.result.get("order_id") for a in reversed(attempts) if a.result and a.result.get("order_id")), None)
+    order_id = next((a.result.get("order_id") for a in reversed(attempts)
+                     if a.result and a.result.get("order_id")), None)
     order_id = order_id or next((c.get("order_id") for c in cancels if c.get("order_id")), None)
     out = SlotVerdict(slot, Verdict.UNKNOWN, dict(expected) if expected is not None else None, coid, order_id,
                       attempts, cancels, fills, filled, size, suppressed=suppressed)
     cancelled = [c for c in cancels if c.get("status") == CANCEL_OK]
     failed_cancels = [c for c in cancels if is_cancel_outcome(c) and c.get("status") != CANCEL_OK]
     outcomes = {(c.get("bot_run_id"), c.get("order_id")) for c in cancels if is_cancel_outcome(c)}
-    unanswered = [c for c in cancels if not is_cancel_outcome(c) and (c.get("bot_run_id"), c.get("order_id")) not in outcomes]
+    unanswered = [c for c in cancels
+                  if not is_cancel_outcome(c) and (c.get("bot_run_id"), c.get("order_id")) not in outcomes]
 
     if not attempts and not cancels and not fills and suppressed:
         out.verdict = Verdict.SUPPRESSED
@@ -302,13 +304,15 @@ def judge_slot(slot: int | str, expected: Mapping[str, Any] | None, events: Sequ
     if all(a.result is None for a in attempts):
         out.note = f"placed {len(attempts)}x with no ORDER_RESULT at all: the order may be live"
     else:
-        why = next((a.result.get("error_msg") for a in reversed(attempts) if a.result and a.result.get("error_msg")), None)
+        why = next((a.result.get("error_msg") for a in reversed(attempts)
+                    if a.result and a.result.get("error_msg")), None)
         out.note = (f"no definitive result after {len(attempts)} attempt(s) ({', '.join(statuses)})"
                     + (f": {why}" if why else "") + "; the order may be live")
     return out
 
 
-def _slot_of(record: Mapping[str, Any], by_coid: Mapping[str, int | str], by_order: Mapping[str, int | str]) -> int | str | None:
+def _slot_of(record: Mapping[str, Any], by_coid: Mapping[str, int | str],
+             by_order: Mapping[str, int | str]) -> int | str | None:
     slot = record.get("slot")
     if isinstance(slot, bool):
         slot = None

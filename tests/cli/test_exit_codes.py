@@ -73,7 +73,8 @@ def test_no_data_in_range_4_is_not_clean(cli_run):
                     "--data-dir", data)
     assert proc.returncode == 4 and json.loads(proc.stdout)["clean"] is False
     assert dora_cli("explain", "--market", "NO-SUCH-MARKET", "--data-dir", data).returncode == 4
-    assert dora_cli("explain", "--market", MARKETS[0], "--at", "2020-01-01T00:00:00Z", "--data-dir", data).returncode == 4
+    assert dora_cli("explain", "--market", MARKETS[0], "--at", "2020-01-01T00:00:00Z",
+                    "--data-dir", data).returncode == 4
     assert dora_cli("report", "--since", "2020-01-01T00:00:00Z", "--until", "2020-01-02T00:00:00Z",
                     "--out", "-", "--data-dir", data).returncode == 4
 

@@ -26,7 +26,8 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
     assert binary, "chromium is not installed (.ci/run installs Debian's chromium package)"
     return subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                           f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120, check=False)
+                           f"--user-data-dir={profile}", *args],
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def _rgb(hex_color: str) -> str:

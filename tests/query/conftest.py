@@ -3,9 +3,7 @@ restore that in-process `dora_otel.setup()` tests need."""
 
 from __future__ import annotations
 
-
 import pytest
-
 
 from ._helpers import FAULTY, DemoRun, run_demo
 

@@ -88,14 +88,16 @@ def test_an_otlp_event_reads_back_as_the_flat_line_the_app_wrote():
             "bot_run_id": "20261124-050426-6d5n", "event_type": "DECISION_MADE", "seq": 3, "decision_id": "a" * 32,
             "market": "M", "targets": [{"slot": 0, "side": "yes"}], "trace_id": "a" * 32, "span_id": "b" * 16}
     back = line_from_event(otlp_event(line), "2026-11-24 05:04:26.797", "i-0abc/20261124-050426-6d5n")
-    for key in ("ts", "level", "message", "bot_run_id", "event_type", "seq", "decision_id", "market", "targets", "trace_id"):
+    for key in ("ts", "level", "message", "bot_run_id", "event_type", "seq", "decision_id", "market", "targets",
+                "trace_id"):
         assert back[key] == line[key], key
 
 
 def test_the_run_id_comes_from_the_stream_when_the_event_does_not_carry_it():
     event = json.dumps({"body": "hi", "attributes": {"event_type": "LOG", "seq": "7"}})
     line = line_from_event(event, "2026-11-24 05:04:26.797", "i-0abc/20261124-050426-6d5n")
-    assert line["bot_run_id"] == "20261124-050426-6d5n" and line["seq"] == 7 and line["ts"] == "2026-11-24T05:04:26.797Z"
+    assert line["bot_run_id"] == "20261124-050426-6d5n" and line["seq"] == 7
+    assert line["ts"] == "2026-11-24T05:04:26.797Z"
 
 
 def test_start_query_gets_the_group_the_epoch_range_and_the_limit():
@@ -155,7 +157,9 @@ def test_explain_reads_log_lines_from_cloudwatch_like_from_the_file(faulty_run, 
     assert 'attributes.decision_id = "' + decision_id + '"' in fake.started[0]["queryString"]
     a, b = aws.decisions[0], local.decisions[0]
     assert [v.to_dict() for v in a.verdicts] == [v.to_dict() for v in b.verdicts]
-    strip = lambda d: [(e["seq"], e["event_type"], e["in_ledger"], e["in_log"], e["context"], e["text"]) for e in d.timeline]  # noqa: E731
+    def strip(d: Any) -> list[tuple[Any, ...]]:
+        return [(e["seq"], e["event_type"], e["in_ledger"], e["in_log"], e["context"], e["text"]) for e in d.timeline]
+
     assert strip(a) == strip(b)
     assert [e["stack"] for e in a.errors] == [e["stack"] for e in b.errors] and a.errors
 
@@ -172,7 +176,8 @@ def test_a_missing_log_group_or_no_permission_is_a_note_not_a_crash(faulty_run, 
     decision_id, _ = decision_with_errors
     reader = SQLiteSink(sqlite_path(faulty_run.data_dir))
     for code, text in (("ResourceNotFoundException", "does not exist"), ("AccessDeniedException", "not allowed")):
-        report = explain_decision(AwsSource("demo", reader=reader, logs_client=FakeInsights([], fail=code)), decision_id)
+        source = AwsSource("demo", reader=reader, logs_client=FakeInsights([], fail=code))
+        report = explain_decision(source, decision_id)
         assert not report.logs_available and any(text in note for note in report.notes)
         assert report.decisions[0].verdicts
 

@@ -56,13 +56,15 @@ def test_every_slot_verdict_matches_what_the_exchange_says_happened(faulty_run, 
 
 
 def test_a_rejected_slot_carries_the_exchanges_reason(explained):
-    rejected = [v for r in explained.values() for d in r["decisions"] for v in d["verdicts"] if v["verdict"] == "REJECTED"]
+    rejected = [v for r in explained.values() for d in r["decisions"] for v in d["verdicts"]
+                if v["verdict"] == "REJECTED"]
     assert rejected and all("insufficient_balance" in v["reason"] for v in rejected)
 
 
 def test_an_order_the_exchange_dropped_is_unknown_with_the_failed_cancel_as_evidence(faulty_run, explained):
     dropped = {coid for coid, t in faulty_run.truth.items() if t["outcome"] == "dropped" and t.get("cancel_requested")}
-    seen = [v for r in explained.values() for d in r["decisions"] for v in d["verdicts"] if v["client_order_id"] in dropped]
+    seen = [v for r in explained.values() for d in r["decisions"] for v in d["verdicts"]
+            if v["client_order_id"] in dropped]
     assert seen and all(v["verdict"] == "UNKNOWN" and "exchange does not know the order" in v["note"] for v in seen)
     # a cancel is two records: the request (no status) and its outcome, here CANCEL_FAILED
     assert all(any(c.get("status") == "CANCEL_FAILED" for c in v["cancels"]) for v in seen)
@@ -121,7 +123,8 @@ def test_explain_by_decision_id_prints_an_aligned_report_without_colour_when_pip
     assert f"http://localhost:16686/trace/{decision['decision_id']}" in text
     assert "aws logs start-query" in text
     header = next(line for line in text.splitlines() if line.strip().startswith("slot "))
-    row = next(line for line in text.splitlines() if line.startswith("  ") and " UNKNOWN " in line and line.strip()[0].isdigit())
+    row = next(line for line in text.splitlines()
+               if line.startswith("  ") and " UNKNOWN " in line and line.strip()[0].isdigit())
     assert header.index("verdict") == row.index("UNKNOWN")  # columns line up
 
 
@@ -139,7 +142,8 @@ def test_colour_only_on_a_tty_without_no_color(faulty_run, explained):
 def test_explain_in_process_agrees_with_the_cli(faulty_run, explained):
     decision = explained[MARKETS[1]]["decisions"][3]
     report = explain_decision(LocalSource(faulty_run.data_dir), decision["decision_id"])
-    assert [v.to_dict()["verdict"] for v in report.decisions[0].verdicts] == [v["verdict"] for v in decision["verdicts"]]
+    assert ([v.to_dict()["verdict"] for v in report.decisions[0].verdicts]
+            == [v["verdict"] for v in decision["verdicts"]])
 
 
 @pytest.mark.parametrize("args, message", [
@@ -168,7 +172,8 @@ def test_a_missing_data_dir_is_not_found_exit_3(tmp_path):
 
 
 def test_a_quiet_window_says_so_suggests_a_wider_one_and_exits_4(faulty_run):
-    proc = dora_cli("explain", "--market", MARKETS[0], "--at", "2020-01-01T00:00:00Z", "--data-dir", str(faulty_run.data_dir))
+    proc = dora_cli("explain", "--market", MARKETS[0], "--at", "2020-01-01T00:00:00Z",
+                    "--data-dir", str(faulty_run.data_dir))
     assert proc.returncode == 4 and "no decisions for" in proc.stdout and "--window" in proc.stdout
     proc = dora_cli("explain", "--market", "NO-SUCH-MARKET", "--data-dir", str(faulty_run.data_dir))
     assert proc.returncode == 4 and "no decisions for NO-SUCH-MARKET" in proc.stderr
@@ -182,7 +187,8 @@ def test_unknown_decision_in_process_raises_explain_error(faulty_run):
 def test_an_unknown_order_points_at_the_unmatched_fill_that_is_probably_it(faulty_run, explained):
     blind = {coid: t for coid, t in faulty_run.truth.items()
              if t.get("order_id") and t.get("filled") and "ok" not in t.get("answers", [])}
-    slots = [v for r in explained.values() for d in r["decisions"] for v in d["verdicts"] if v["client_order_id"] in blind]
+    slots = [v for r in explained.values() for d in r["decisions"] for v in d["verdicts"]
+             if v["client_order_id"] in blind]
     assert slots and all(v["verdict"] == "UNKNOWN" for v in slots)
     assert any(blind[v["client_order_id"]]["order_id"] in v["note"] for v in slots)
 
@@ -196,8 +202,10 @@ def test_explain_names_log_lines_lost_and_records_the_ledger_lacks(faulty_run, t
     lines = (data / "logs" / "dora-bot.jsonl").read_text().splitlines()
     result = next(json.loads(line) for line in lines[50:] if '"ORDER_RESULT"' in line)
     place = next(json.loads(line) for line in lines if '"ORDER_PLACE"' in line
-                 and json.loads(line)["decision_id"] == result["decision_id"] and json.loads(line)["slot"] == result["slot"])
-    (data / "logs" / "dora-bot.jsonl").write_text("\n".join(l for l in lines if f'"seq":{result["seq"]},' not in l) + "\n")
+                 and json.loads(line)["decision_id"] == result["decision_id"]
+                 and json.loads(line)["slot"] == result["slot"])
+    kept = [l for l in lines if f'"seq":{result["seq"]},' not in l]
+    (data / "logs" / "dora-bot.jsonl").write_text("\n".join(kept) + "\n")
     with sqlite3.connect(data / "ledger" / "ledger.sqlite3") as db:
         db.execute("DELETE FROM execution_log WHERE event_id = ?", (f"{place['bot_run_id']}:{place['seq']}",))
         db.execute("DELETE FROM decision_log WHERE decision_id = ?", (result["decision_id"],))

@@ -85,7 +85,8 @@ def test_deleted_log_lines_are_reported_as_a_gap_not_as_failed_orders(clean_run,
     start = next(i for i, line in enumerate(lines) if '"event_type":"ORDER_RESULT"' in line and i > 40)
     single = next(i for i, line in enumerate(lines) if '"event_type":"LOG"' in line and i > start + 20)
     lost = [json.loads(lines[i]) for i in [*range(start - 2, start + 3), single]]
-    log.write_text("\n".join(line for i, line in enumerate(lines) if i not in {*range(start - 2, start + 3), single}) + "\n")
+    dropped = {*range(start - 2, start + 3), single}
+    log.write_text("\n".join(line for i, line in enumerate(lines) if i not in dropped) + "\n")
 
     proc = dora_cli("reconcile", "--since", "10 minutes ago", "--data-dir", str(data))
     assert proc.returncode == 0, proc.stderr  # every order is still accounted for: no trading failure
@@ -95,7 +96,8 @@ def test_deleted_log_lines_are_reported_as_a_gap_not_as_failed_orders(clean_run,
     assert run == lost[0]["bot_run_id"]
     seqs = sorted(line["seq"] for line in lost)
     assert gaps == [[seqs[0], seqs[4]], [seqs[5], seqs[5]]]
-    lost_events = [line for line in lost if line["event_type"] in ("ORDER_PLACE", "ORDER_RESULT", "ORDER_CANCEL", "FILL", "DECISION_MADE")]
+    lost_events = [line for line in lost
+                   if line["event_type"] in ("ORDER_PLACE", "ORDER_RESULT", "ORDER_CANCEL", "FILL", "DECISION_MADE")]
     assert s["ledger_records_without_log_line"] == len(lost_events) >= 1
     assert "log loss" in proc.stderr and f"{seqs[0]}-{seqs[4]}" in proc.stderr
 
@@ -104,8 +106,8 @@ def test_a_record_missing_from_the_ledger_is_ledger_loss_and_its_log_line_still_
     data = tmp_path / "data"
     shutil.copytree(clean_run.data_dir, data)
     with sqlite3.connect(data / "ledger" / "ledger.sqlite3") as db:
-        (event_id, seq), = db.execute("SELECT event_id, seq FROM execution_log WHERE json_extract(record, '$.event_type') "
-                                      "= 'ORDER_RESULT' ORDER BY seq LIMIT 1 OFFSET 10").fetchall()
+        ((event_id,),) = db.execute("SELECT event_id FROM execution_log WHERE json_extract(record, '$.event_type') "
+                                    "= 'ORDER_RESULT' ORDER BY seq LIMIT 1 OFFSET 10").fetchall()
         db.execute("DELETE FROM execution_log WHERE event_id = ?", (event_id,))
     proc = dora_cli("reconcile", "--since", "10 minutes ago", "--data-dir", str(data))
     assert proc.returncode == 0, proc.stderr
@@ -144,7 +146,8 @@ def test_live_reconcile_finds_a_resting_order_the_exchange_silently_dropped(tmp_
     assert mismatch["verdict"] == "RESTING" and "exchange has no open order: it is dropped" in mismatch["detail"]
     kinds = [e[1] for e in events]
     assert kinds == ["RECONCILIATION_RESULT", "LOG"]
-    assert events[0][3]["decision_id"] == found.decision_id and events[0][3]["mismatches"][0]["slot"] == mismatch["slot"]
+    assert events[0][3]["decision_id"] == found.decision_id
+    assert events[0][3]["mismatches"][0]["slot"] == mismatch["slot"]
 
 
 def test_live_reconcile_flags_an_order_open_on_the_exchange_that_the_ledger_says_is_gone(tmp_path):
@@ -157,7 +160,7 @@ def test_live_reconcile_flags_an_order_open_on_the_exchange_that_the_ledger_says
             self.cancelled = cancelled
 
         def open_orders(self) -> list[dict[str, Any]]:
-            return exchange.open_orders() + [dict(self.cancelled, status="resting")]
+            return [*exchange.open_orders(), dict(self.cancelled, status="resting")]
 
         def order_status(self, client_order_id: str) -> dict[str, Any] | None:
             return exchange.order_status(client_order_id)

@@ -128,7 +128,7 @@ def test_events_are_joined_to_slots_by_client_order_id_or_order_id_when_the_slot
 
 
 def test_mismatch_verdicts_are_the_ones_reconcile_reports():
-    assert MISMATCH_VERDICTS == {Verdict.NOT_SENT, Verdict.REJECTED, Verdict.UNKNOWN}
+    assert {Verdict.NOT_SENT, Verdict.REJECTED, Verdict.UNKNOWN} == MISMATCH_VERDICTS
 
 
 # --- issue 9: DUPLICATE results, why-not records, cancel request vs outcome --------------------------
