@@ -257,7 +257,7 @@ def test_hostile_async_calls_reach_the_bot_unchanged_and_are_recorded(harness: H
         async def main() -> tuple[str, Any]:
             try:
                 return ("value", await (decide(market, args, kwargs) if inside else place(*args, **kwargs)))
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:  # noqa: BLE001 (as above: CancelledError is part of the test)
                 return ("exc", exc)
 
         outcome = asyncio.run(main())
