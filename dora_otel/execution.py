@@ -150,5 +150,5 @@ def heartbeat(runtime: _runtime.Runtime, markets_active: int, open_orders_count:
     """Log HEARTBEAT with the ledger's health counters (`ledger_*` fields). Call it every N loops."""
     fields = {**rename_reserved(extra), "markets_active": markets_active, "open_orders_count": open_orders_count}
     for key, value in runtime.stats().items():
-        fields[key if key.startswith("logs_") else f"ledger_{key}"] = value
+        fields[key if key.startswith(("logs_", "spans_")) else f"ledger_{key}"] = value
     runtime.emit(logging.INFO, "HEARTBEAT", f"heartbeat: {markets_active} markets, {open_orders_count} open orders", fields)
