@@ -41,7 +41,7 @@ BOT_WITH_OTEL = textwrap.dedent("""
     from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
     from opentelemetry.instrumentation.logging.handler import LoggingHandler
 
-    data_dir, sampler = sys.argv[1], sys.argv[2]
+    data_dir, sampler, extra = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     bot_spans = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "mm-bot", "team": "quant"}),
                               sampler=ALWAYS_OFF if sampler == "off" else ALWAYS_ON)
@@ -60,7 +60,7 @@ BOT_WITH_OTEL = textwrap.dedent("""
     stream = io.StringIO()
     sink = MemorySink()
     t = dora_otel.setup(container_mode=False, data_dir=data_dir, ledger_sink=sink, stream=stream,
-                        install_signal_handlers=False, watchdog_seconds=0)
+                        install_signal_handlers=False, watchdog_seconds=0, **extra)
     root_otel_handlers = sum(1 for h in logging.getLogger().handlers if h is otel_handler)
     for target in Strategy().quote("KXBTC"):
         Exchange().place_order("KXBTC", target["side"], target["price"], target["size"])
@@ -96,10 +96,12 @@ BOT_WITH_OTEL = textwrap.dedent("""
 """)
 
 
-def _run_bot(tmp_path: Path, sampler: str = "on", **env: str) -> dict[str, Any]:
+def _run_bot(tmp_path: Path, sampler: str = "on", setup_args: dict[str, Any] | None = None,
+             **env: str) -> dict[str, Any]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     environ.update(PYTHONPATH=str(REPO), DORA_INSTANCE_ID="i-0abc", BOT_VERSION="v9", **env)
-    proc = subprocess.run([sys.executable, "-c", BOT_WITH_OTEL, str(tmp_path), sampler], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-c", BOT_WITH_OTEL, str(tmp_path), sampler, json.dumps(setup_args or {})],
+                          cwd=REPO,
                           capture_output=True, text=True, timeout=60, env=environ)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -149,6 +151,14 @@ def test_the_bots_otel_log_handler_stays_once_and_no_second_otlp_log_export_star
     assert seen["bot_log_bodies"].count("bot line after setup") == 1
     assert "DECISION_MADE" in seen["lines"]  # dora's JSON lines are written as before
     assert not (tmp_path / "spans").exists()
+
+
+def test_with_adopt_provider_false_dora_keeps_its_own_pipeline_next_to_the_bots(tmp_path):
+    seen = _run_bot(tmp_path, setup_args={"adopt_provider": False})
+    assert seen["owns_provider"] is True and seen["global_is_bots"] and not seen["provider_is_bots"]
+    assert [s for s in seen["spans"] if s["trace_id"] == seen["decision_id"]] == []
+    assert seen["decision_id"] in {s["traceId"] for s in read_spans(tmp_path / "spans" / "spans.jsonl")}
+    assert seen["ledger"] == ["ORDER_PLACE", "ORDER_PLACE", "ORDER_RESULT", "ORDER_RESULT"]
 
 
 def test_a_provider_that_is_not_the_sdks_is_reported_and_dora_keeps_its_own_pipeline(tmp_path):
