@@ -33,7 +33,9 @@ Runs on the thread calling setup() (the processor's methods: on the bot's thread
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import threading
 import weakref
 from typing import Any, NamedTuple
 
@@ -196,6 +198,78 @@ def otel_log_handlers(handlers: list[logging.Handler]) -> list[logging.Handler]:
     return [h for h in handlers
             if any(c.__name__ == "LoggingHandler" and c.__module__.startswith("opentelemetry.")
                    for c in type(h).__mro__)]
+
+
+class ScrubDoraRecords(logging.Filter):
+    """Put on a bot's OpenTelemetry LoggingHandler that setup() leaves in place: dora-otel's own
+    records (loggers `dora_otel*`: events, errors, notices) reach that handler only as a copy with
+    flat, scrubbed attributes and a scrubbed message (the same view dora's own OTLP log export
+    gives), never as they are — the bot's exporter is not ours to wrap, and an event's fields may
+    carry text from an exception. A copy that cannot be built is not handed on (fail closed). The
+    bot's own records pass untouched.
+
+    Runs on the thread that logged (Python calls handler filters there), like the handler itself."""
+
+    def __init__(self, handler: logging.Handler) -> None:
+        super().__init__("dora-otel-scrub")
+        self._handler = handler
+        self._passing = threading.local()  # the copy this thread is handing on: let it through
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        if not (name == "dora_otel" or name.startswith("dora_otel.")) or record is getattr(
+                self._passing, "record", None):
+            return True
+        try:
+            self._passing.record = _scrubbed_copy(record)
+            self._handler.handle(self._passing.record)
+        except Exception:
+            pass
+        finally:
+            self._passing.record = None
+        return False
+
+
+def _scrubbed_copy(record: logging.LogRecord) -> logging.LogRecord:
+    from dora_otel import logs
+    from dora_otel.scrub import scrub_record, scrub_text
+
+    flat = {k: _attribute(v) for k, v in logs.event_fields(record).items() if v is not None}
+    flat = logs.otlp_attributes(scrub_record(flat))
+    copy = logging.makeLogRecord({
+        "name": record.name, "levelno": record.levelno, "levelname": record.levelname,
+        "msg": scrub_text(record.getMessage()), "args": None, "created": record.created, "msecs": record.msecs,
+        "pathname": record.pathname, "lineno": record.lineno, "funcName": record.funcName})
+    copy.__dict__.update(flat)
+    return copy
+
+
+def _attribute(value: Any) -> Any:
+    if type(value) in (str, int, bool, float):
+        return value
+    try:
+        return json.dumps(value, default=str, separators=(",", ":"))
+    except Exception:
+        return "[unserialisable]"
+
+
+def watch_bot_log_handlers(handlers: list[logging.Handler]) -> list[tuple[logging.Handler, logging.Filter]]:
+    """Add `ScrubDoraRecords` to each of the bot's OTel log handlers; returns what to remove at
+    shutdown (`unwatch`)."""
+    added: list[tuple[logging.Handler, logging.Filter]] = []
+    for handler in handlers:
+        flt = ScrubDoraRecords(handler)
+        handler.addFilter(flt)
+        added.append((handler, flt))
+    return added
+
+
+def unwatch(added: list[tuple[logging.Handler, logging.Filter]]) -> None:
+    for handler, flt in added:
+        try:
+            handler.removeFilter(flt)
+        except Exception:
+            pass
 
 
 def otlp_span_exporter(target: OtlpTarget, timeout_s: float) -> Any:

@@ -56,6 +56,7 @@ class Telemetry:
         self.span_resource: Any = None
         self.span_processor: Any = None
         self._span_exporter: Any = None  # ours only: its spans_dropped counter (the spans file's)
+        self._bot_log_filters: list[tuple[logging.Handler, logging.Filter]] = []  # see otel_setup.ScrubDoraRecords
         self.logger_provider: Any = None
         self.closed = False
         self._handlers: list[logging.Handler] = []
@@ -171,6 +172,7 @@ class Telemetry:
 
     def _restore(self) -> None:
         root = logging.getLogger()
+        otel_setup.unwatch(self._bot_log_filters)
         if self._pipeline is not None:
             root.removeHandler(self._pipeline.handler)
         for handler in self._handlers:
@@ -413,6 +415,7 @@ def _abort(saved: _LoggingState) -> None:
                     provider.shutdown()
         with contextlib.suppress(Exception):
             atexit.unregister(telemetry._at_exit)
+        otel_setup.unwatch(telemetry._bot_log_filters)
     if _runtime.ACTIVE is not None and telemetry is not None:
         _runtime.ACTIVE = None
     saved.restore()
@@ -465,6 +468,7 @@ def _install_logging(telemetry: Telemetry, config: Config, identity_fields: dict
     telemetry._saved_otel_propagate = logging.getLogger("opentelemetry").propagate
     formatter = logs.JsonFormatter(identity_fields)
     bot_otel_handlers = otel_setup.otel_log_handlers(root.handlers)  # the bot's own OTel log export stays
+    telemetry._bot_log_filters = otel_setup.watch_bot_log_handlers(bot_otel_handlers)  # sees dora's scrubbed
     handlers = [logs.stream_handler(config.stream if config.stream is not None else sys.stdout, formatter)]
     if not config.container_mode and disk_ok:
         try:

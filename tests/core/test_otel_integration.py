@@ -65,6 +65,19 @@ BOT_WITH_OTEL = textwrap.dedent("""
     for target in Strategy().quote("KXBTC"):
         Exchange().place_order("KXBTC", target["side"], target["price"], target["size"])
     logging.getLogger("bot").info("bot line after setup")
+
+    class Leaky:  # the exchange's error text carries the API key
+        @dora_otel.order_place
+        def place_order(self, market, side, price, size, client_order_id=None):
+            import os
+            err = RuntimeError("denied for key " + os.environ["KALSHI_API_KEY"])
+            err.status_code = 400
+            raise err
+
+    try:
+        Leaky().place_order("KXBTC", "yes", 0.4, 1)
+    except RuntimeError:
+        pass
     with trace.get_tracer("bot").start_as_current_span("bot.work"):
         pass
     global_is_bots = trace.get_tracer_provider() is provider
@@ -88,6 +101,11 @@ BOT_WITH_OTEL = textwrap.dedent("""
                    "attributes": {k: v for k, v in (s.attributes or {}).items() if isinstance(v, str)}}
                   for s in bot_spans.get_finished_spans()],
         "bot_log_bodies": [str(r.log_record.body) for r in bot_logs.get_finished_logs()],
+        "bot_log_attributes": [{k: str(v) for k, v in (r.log_record.attributes or {}).items()}
+                               for r in bot_logs.get_finished_logs()],
+        "bot_exports": "".join(s.to_json() for s in bot_spans.get_finished_spans())
+                       + json.dumps([[str(r.log_record.body), {k: str(v) for k, v in
+                                     (r.log_record.attributes or {}).items()}] for r in bot_logs.get_finished_logs()]),
         "ledger": sorted(r["event_type"] for r in sink.events_for_decision(decision_id)),
         "ledger_decision": sink.decision(decision_id) is not None,
         "lines": [l["event_type"] for l in lines],
@@ -96,10 +114,15 @@ BOT_WITH_OTEL = textwrap.dedent("""
 """)
 
 
+SECRET = "kalshi-secret-7f3a9c2e5b"
+# two accepted orders and the rejected one whose error text carries SECRET
+LEDGER = ["ORDER_PLACE"] * 3 + ["ORDER_RESULT"] * 3
+
+
 def _run_bot(tmp_path: Path, sampler: str = "on", setup_args: dict[str, Any] | None = None,
              **env: str) -> dict[str, Any]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    environ.update(PYTHONPATH=str(REPO), DORA_INSTANCE_ID="i-0abc", BOT_VERSION="v9", **env)
+    environ.update(PYTHONPATH=str(REPO), DORA_INSTANCE_ID="i-0abc", BOT_VERSION="v9", KALSHI_API_KEY=SECRET, **env)
     proc = subprocess.run([sys.executable, "-c", BOT_WITH_OTEL, str(tmp_path), sampler, json.dumps(setup_args or {})],
                           cwd=REPO,
                           capture_output=True, text=True, timeout=60, env=environ)
@@ -111,14 +134,13 @@ def test_a_bots_own_sdk_tracer_provider_receives_dora_spans_and_no_second_pipeli
     seen = _run_bot(tmp_path)
     decision_id = seen["decision_id"]
     traced = [s for s in seen["spans"] if s["trace_id"] == decision_id]
-    assert sorted(s["name"] for s in traced) == [
-        "decision KXBTC", "order.place", "order.place", "order.result", "order.result"]
+    assert sorted(s["name"] for s in traced) == ["decision KXBTC"] + ["order.place"] * 3 + ["order.result"] * 3
     assert all(s["parent"] for s in traced if s["name"].startswith("order."))
     assert seen["global_is_bots"] and seen["provider_is_bots"] and seen["owns_provider"] is False
     assert not (tmp_path / "spans").exists()  # no spans file: the bot's exporters are the only ones
     assert "bot.after_shutdown" in {s["name"] for s in seen["spans"]}  # shutdown() left the bot's provider up
     # The execution ledger still mirrors execution spans through its processor.
-    assert seen["ledger"] == ["ORDER_PLACE", "ORDER_PLACE", "ORDER_RESULT", "ORDER_RESULT"]
+    assert seen["ledger"] == LEDGER
     assert seen["ledger_decision"] is True
 
 
@@ -139,7 +161,7 @@ def test_dora_spans_carry_the_bots_resource_merged_with_the_run_identity(tmp_pat
 def test_the_bots_sampler_drops_dora_spans_from_its_exporters_but_the_ledger_keeps_execution_records(tmp_path):
     seen = _run_bot(tmp_path, sampler="off")
     assert [s for s in seen["spans"] if s["trace_id"] == seen["decision_id"]] == []
-    assert seen["ledger"] == ["ORDER_PLACE", "ORDER_PLACE", "ORDER_RESULT", "ORDER_RESULT"]
+    assert seen["ledger"] == LEDGER
 
 
 def test_the_bots_otel_log_handler_stays_once_and_no_second_otlp_log_export_starts(tmp_path):
@@ -158,7 +180,16 @@ def test_with_adopt_provider_false_dora_keeps_its_own_pipeline_next_to_the_bots(
     assert seen["owns_provider"] is True and seen["global_is_bots"] and not seen["provider_is_bots"]
     assert [s for s in seen["spans"] if s["trace_id"] == seen["decision_id"]] == []
     assert seen["decision_id"] in {s["traceId"] for s in read_spans(tmp_path / "spans" / "spans.jsonl")}
-    assert seen["ledger"] == ["ORDER_PLACE", "ORDER_PLACE", "ORDER_RESULT", "ORDER_RESULT"]
+    assert seen["ledger"] == LEDGER
+
+
+def test_the_bots_otel_exporters_get_dora_spans_and_records_scrubbed_with_flat_attributes(tmp_path):
+    seen = _run_bot(tmp_path)
+    assert SECRET not in seen["bot_exports"]  # the error text reached both, masked
+    assert "denied for key" in seen["bot_exports"]
+    results = [a for a in seen["bot_log_attributes"] if a.get("event_type") == "ORDER_RESULT"]
+    assert len(results) == 3 and {a["status"] for a in results} == {"ACCEPTED", "REJECTED"}
+    assert "_dora" not in seen["bot_log_attributes"][0]
 
 
 def test_a_provider_that_is_not_the_sdks_is_reported_and_dora_keeps_its_own_pipeline(tmp_path):
