@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", default=None, help="where logs, spans and the local ledger go "
                                                         "(default: DORA_DATA_DIR, else ./dora-otel-data)")
     demo.add_argument("--truth", metavar="PATH", default=None,
-                      help="write the paper exchange's own record of every order to PATH (JSON)")
+                      help="write what really happened to PATH (JSON): the paper exchange's own record of "
+                           "every order ('orders') and the bot's record of the orders it held back ('suppressed')")
 
     _add_query_commands(sub)
     _add_tables_command(sub)

@@ -145,14 +145,15 @@ class RiskManager:
                                 daily_pnl=round(daily_pnl, 4), peak_pnl=round(self.peak, 4))
         return self.halted
 
-    def allow(self, market: str, quote: Quote, inventory: int) -> bool:
+    def refusal(self, market: str, quote: Quote, inventory: int) -> str | None:
+        """Why ``quote`` must not go out (said with `dora_otel.order_suppressed`), or None to send it."""
         after = inventory + (quote.size if quote.side == "yes" else -quote.size)
         if abs(after) <= self.max_position or abs(after) < abs(inventory):
-            return True
-        dora_otel.order_suppressed(f"position limit: {inventory:+d} contracts, {quote.side} {quote.size} would "
-                                   f"exceed {self.max_position}", market=market, side=quote.side,
-                                   price=quote.price, size=quote.size, inventory=inventory)
-        return False
+            return None
+        reason = f"position limit: {inventory:+d} contracts, {quote.side} {quote.size} would exceed {self.max_position}"
+        dora_otel.order_suppressed(reason, market=market, side=quote.side, price=quote.price, size=quote.size,
+                                   inventory=inventory)
+        return reason
 
 
 @dataclasses.dataclass
@@ -163,6 +164,8 @@ class RunSummary:
     fills: int = 0
     halted_at_loop: int | None = None
     last_decision_id: str | None = None
+    # the bot's own record of every order it held back: market, loop, side, price, size, reason
+    suppressed: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 class DemoBot:
@@ -206,15 +209,16 @@ class DemoBot:
                     logger.warning("cancel of %s failed: %s", order_id, exc)
                 self.state.order_gone(order_id)
             for q in quotes:
-                self._place(market, q)
+                self._place(market, q, loop)
 
-    def _place(self, market: str, q: Quote) -> None:
-        if not self.risk.allow(market, q, self.state.inventory.get(market, 0)):
-            self._count("SUPPRESSED")
-            return
-        if not self.client.rate_limit_ok():
-            dora_otel.order_suppressed("rate limit budget exhausted", market=market, side=q.side, price=q.price,
-                                       size=q.size)
+    def _place(self, market: str, q: Quote, loop: int) -> None:
+        why = self.risk.refusal(market, q, self.state.inventory.get(market, 0))
+        if why is None and not self.client.rate_limit_ok():
+            why = "rate limit budget exhausted"
+            dora_otel.order_suppressed(why, market=market, side=q.side, price=q.price, size=q.size)
+        if why is not None:
+            self.summary.suppressed.append({"market": market, "loop": loop, "side": q.side, "price": q.price,
+                                            "size": q.size, "reason": why})
             self._count("SUPPRESSED")
             return
         for attempt in (1, 2):

@@ -38,7 +38,10 @@ def run_demo(*, cycles: int, markets: int, seed: int, fault_rate: float, ledger:
         summary = bot.run(cycles)
     finally:
         if truth:
-            Path(truth).write_text(json.dumps(exchange.truth(), indent=1, sort_keys=True), encoding="utf-8")
+            # what really happened, with no help from telemetry: the paper exchange's record of every
+            # order it was sent, and the bot's own record of the orders it held back on purpose
+            record = {"orders": exchange.truth(), "suppressed": bot.summary.suppressed}
+            Path(truth).write_text(json.dumps(record, indent=1, sort_keys=True), encoding="utf-8")
         flushed = telemetry.shutdown(reason="demo finished", graceful=True)
         stats = telemetry.stats()
     elapsed = time.monotonic() - started

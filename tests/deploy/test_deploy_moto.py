@@ -148,7 +148,7 @@ def _cli_env(moto: ms.MotoServer) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_the_ledger_ships_into_the_cloudformation_tables_and_explain_answers_from_them(stacks, moto, tmp_path):
-    from query._helpers import expected_verdict  # the paper exchange's truth -> verdict (tests/query)
+    from query._helpers import expected_verdict, held_back, read_truth  # the truth -> verdict (tests/query)
 
     env = _cli_env(moto)
     data, truth_path = tmp_path / "data", tmp_path / "truth.json"
@@ -162,7 +162,7 @@ def test_the_ledger_ships_into_the_cloudformation_tables_and_explain_answers_fro
     assert ddb.scan(TableName="dora_execution_log_demo", Select="COUNT")["Count"] > 0
     assert ddb.scan(TableName="dora_decision_log_demo", Select="COUNT")["Count"] > 0
 
-    truth = json.loads(truth_path.read_text())
+    truth, suppressed = read_truth(truth_path)
     verdicts = 0
     for market in MARKETS:
         proc = subprocess.run([sys.executable, "-m", "dora_otel.cli", "explain", "--market", market, "--at", "now",
@@ -176,7 +176,8 @@ def test_the_ledger_ships_into_the_cloudformation_tables_and_explain_answers_fro
         for decision in report["decisions"]:
             assert decision["records_from"] == "ledger"
             for v in decision["verdicts"]:
-                assert v["verdict"] == expected_verdict(truth.get(v["client_order_id"])), v
+                why = held_back(suppressed, market, decision["loop"], v["expected"])
+                assert v["verdict"] == expected_verdict(truth.get(v["client_order_id"]), why), v
                 verdicts += 1
     assert verdicts > 20
 

@@ -1,5 +1,6 @@
 """Helpers for the query tests: demo runs as users run them (a subprocess with --truth), the CLI
-in a subprocess, and the paper exchange's truth mapped to verdicts."""
+in a subprocess, and the truth (the paper exchange's record of every order, the bot's record of the
+orders it held back) mapped to verdicts."""
 
 from __future__ import annotations
 
@@ -20,9 +21,19 @@ FAULTY = ("--cycles", "40", "--markets", "3", "--seed", "11", "--fault-rate", "0
 @dataclasses.dataclass
 class DemoRun:
     data_dir: Path
-    truth: dict[str, dict[str, Any]]
+    truth: dict[str, dict[str, Any]]  # the paper exchange's record, by client_order_id
     stdout: str
     stderr: str
+    suppressed: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the bot's held-back orders
+
+    def held_back(self, market: str, loop: int | None, expected: dict[str, Any] | None) -> str | None:
+        """The bot's own reason for not sending this target (None if it did not hold it back)."""
+        return held_back(self.suppressed, market, loop, expected)
+
+    def expected_verdict(self, market: str, loop: int | None, slot: dict[str, Any]) -> str:
+        """What the truth implies for one slot of `explain --json` (a verdict dict)."""
+        return expected_verdict(self.truth.get(slot["client_order_id"]),
+                                self.held_back(market, loop, slot.get("expected")))
 
     @property
     def log_file(self) -> Path:
@@ -46,7 +57,25 @@ def run_demo(where: Path, *args: str, env: dict[str, str] | None = None) -> Demo
                            "--truth", str(truth)], capture_output=True, text=True, timeout=120,
                           env=env or clean_env(), cwd=where)
     assert proc.returncode == 0, proc.stderr
-    return DemoRun(data, json.loads(truth.read_text()), proc.stdout, proc.stderr)
+    orders, suppressed = read_truth(truth)
+    return DemoRun(data, orders, proc.stdout, proc.stderr, suppressed)
+
+
+def read_truth(path: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """`demo --truth PATH`: (the exchange's record by client_order_id, the bot's held-back orders)."""
+    record = json.loads(path.read_text())
+    return record["orders"], record["suppressed"]
+
+
+def held_back(suppressed: list[dict[str, Any]], market: str, loop: int | None,
+              expected: dict[str, Any] | None) -> str | None:
+    """The reason the bot recorded for holding back the target ``expected`` of its decision for
+    (``market``, ``loop``), else None."""
+    if not expected:
+        return None
+    key = (market, loop, expected.get("side"), expected.get("price"), expected.get("size"))
+    return next((s["reason"] for s in suppressed
+                 if (s["market"], s["loop"], s["side"], s["price"], s["size"]) == key), None)
 
 
 def dora_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -54,10 +83,13 @@ def dora_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = N
                           timeout=120, env=env or clean_env(), cwd=cwd)
 
 
-def expected_verdict(truth: dict[str, Any] | None) -> str:
-    """The verdict the paper exchange's own record implies for one expected order.
+def expected_verdict(truth: dict[str, Any] | None, held_back_for: str | None = None) -> str:
+    """The verdict the paper exchange's own record (``truth``) and the bot's own record of the orders
+    it held back (``held_back_for``: its reason for this target, see :func:`held_back`) imply for
+    one expected order.
 
     Mapping (truth outcome -> verdict):
+    * no record, and the bot says it held the order back                 -> SUPPRESSED
     * no record: the exchange never saw the client_order_id              -> NOT_SENT
     * the last definitive answer to the bot (ok | rejected) was a reject -> REJECTED
     * the bot never got a definitive answer (only timeouts), whatever
@@ -71,7 +103,7 @@ def expected_verdict(truth: dict[str, Any] | None) -> str:
     * resting, nothing filled                                            -> RESTING
     """
     if truth is None:
-        return "NOT_SENT"
+        return "SUPPRESSED" if held_back_for else "NOT_SENT"
     definitive = [a for a in truth.get("answers", []) if a in ("ok", "rejected")]
     if definitive and definitive[-1] == "rejected":
         return "REJECTED"

@@ -76,9 +76,14 @@ def test_a_demo_run_on_dynamodb_local_explains_like_the_same_run_on_sqlite(demo_
         for decision in report["decisions"]:
             assert decision["records_from"] == "ledger"
             for v in decision["verdicts"]:
-                assert v["verdict"] == expected_verdict(dynamo_run.truth.get(v["client_order_id"]))
+                why = dynamo_run.held_back(decision["market"], decision["loop"], v["expected"])
+                assert v["verdict"] == expected_verdict(dynamo_run.truth.get(v["client_order_id"]), why)
+                if why is not None:
+                    assert v["reason"] == why
     kinds = Counter(v for v in _verdicts_by_loop(on_dynamo).values())
-    assert set(kinds) == {"NOT_SENT", "REJECTED", "UNKNOWN", "RESTING", "FILLED", "PARTIAL", "CANCELLED"}
+    # no NOT_SENT: the demo says why for every order it does not send (SUPPRESSED, the bot's own record)
+    assert set(kinds) == {"SUPPRESSED", "REJECTED", "UNKNOWN", "RESTING", "FILLED", "PARTIAL", "CANCELLED"}
+    assert kinds["SUPPRESSED"] == len(dynamo_run.suppressed)
 
 
 def _copy_ledger(faulty_run: Any, sink: DynamoDBSink) -> SQLiteSink:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 from dora_otel.query.explain import explain_decision, explain_market
@@ -67,16 +68,22 @@ def test_without_a_ledger_explain_rebuilds_decisions_from_the_log_lines(tmp_path
     run = run_demo(tmp_path, "--cycles", "20", "--seed", "11", "--fault-rate", "0.2", "--ledger", "off")
     assert not (run.data_dir / "ledger" / "ledger.sqlite3").exists()
     source = LocalSource(run.data_dir)
-    checked = 0
+    checked: Counter[str] = Counter()
     for market in MARKETS:
         report = explain_market(source, market, parse_time("now"), timedelta(hours=1))
         assert any("rebuilt from the log lines" in note for note in report.notes)
         for decision in report.decisions:
             assert decision.records_from == "log"
             for v in decision.verdicts:
-                assert v.verdict.value == expected_verdict(run.truth.get(v.client_order_id)), (decision.decision_id, v)
-                checked += 1
-    assert checked > 60
+                why = run.held_back(market, decision.loop, v.expected)
+                truth = run.truth.get(v.client_order_id)
+                assert v.verdict.value == expected_verdict(truth, why), (decision.decision_id, v)
+                if why is not None:
+                    assert v.reason == why
+                checked[v.verdict.value] += 1
+    assert sum(checked.values()) > 60
+    # read from the lines as written: a cancel's request and outcome lines, the bot's why-not lines
+    assert {"CANCELLED", "SUPPRESSED", "REJECTED", "UNKNOWN"} <= set(checked), checked
     assert not (run.data_dir / "ledger" / "ledger.sqlite3").exists()  # reading never creates a ledger
 
 
