@@ -115,14 +115,16 @@ class AdoptedSpanProcessor(SpanProcessor):
 
     def __init__(self, bot_processor: Any) -> None:
         self.bot_processor = bot_processor
-        self._ours: tuple[SpanProcessor, ...] = ()
+        # dora's processors; the name and the tuple-replaced-on-add are the SDK's
+        # SynchronousMultiSpanProcessor's, which code looking for the ledger processor reads.
+        self._span_processors: tuple[SpanProcessor, ...] = ()
 
     def add_span_processor(self, processor: SpanProcessor) -> None:
         """Add one of dora's processors (the ledger's), called before the bot's."""
-        self._ours += (processor,)
+        self._span_processors += (processor,)
 
     def on_start(self, span: Span, parent_context: Any = None) -> None:
-        for processor in self._ours:
+        for processor in self._span_processors:
             try:
                 processor.on_start(span, parent_context=parent_context)
             except Exception:
@@ -139,7 +141,7 @@ class AdoptedSpanProcessor(SpanProcessor):
             pass
 
     def on_end(self, span: ReadableSpan) -> None:
-        for processor in self._ours:
+        for processor in self._span_processors:
             try:
                 processor.on_end(span)
             except Exception:
@@ -151,7 +153,7 @@ class AdoptedSpanProcessor(SpanProcessor):
 
     def shutdown(self) -> None:
         """Shut down dora's processors only; the bot's belong to the bot's provider."""
-        for processor in self._ours:
+        for processor in self._span_processors:
             try:
                 processor.shutdown()
             except Exception:
@@ -159,7 +161,7 @@ class AdoptedSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         ok = True
-        for processor in (*self._ours, self.bot_processor):
+        for processor in (*self._span_processors, self.bot_processor):
             try:
                 ok = bool(processor.force_flush(timeout_millis)) and ok
             except Exception:

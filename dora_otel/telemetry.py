@@ -71,18 +71,25 @@ class Telemetry:
         """The ledger's counters (enqueued, shipped, retried, rejected, dropped, journal_bytes and
         journal_records as on disk, oldest_unshipped_age_s, memory_records, durable, ...; see
         `Ledger`) plus `logs_dropped`, lines dropped because the log queue was full, and
-        `spans_dropped`, spans the spans file could not write (0 when spans go elsewhere). Cheap;
-        any thread."""
+        `spans_dropped`: spans the spans file could not write plus, when the log pipeline counts them
+        (`stats()`), spans its queue refused. Cheap; any thread."""
         out: dict[str, Any] = {}
         if self.ledger is not None:
             try:
                 out.update(self.ledger.stats())
             except Exception:
                 pass
+        queued_spans_dropped = 0
         if self._pipeline is not None:
             out["logs_dropped"] = self._pipeline.dropped
+            pipeline_stats = getattr(self._pipeline, "stats", None)  # an event pipeline's own counters
+            if callable(pipeline_stats):
+                try:
+                    queued_spans_dropped = int(pipeline_stats().get("spans_dropped", 0) or 0)
+                except Exception:
+                    pass
         if self.tracer_provider is not None:
-            out["spans_dropped"] = int(getattr(self._span_exporter, "spans_dropped", 0) or 0)
+            out["spans_dropped"] = int(getattr(self._span_exporter, "spans_dropped", 0) or 0) + queued_spans_dropped
         return out
 
     def flush(self, timeout_s: float = 5.0) -> bool:
