@@ -351,8 +351,9 @@ def _setup(config: Config, problems: list[EnvProblem], overrides: dict[str, Any]
     runtime.emit(logging.INFO, "STARTUP", starting, {
         "bot_version": bot_version, "env": config.env, "ledger": config.ledger if not config.sdk_disabled else "off",
         "otlp_endpoint": config.otlp_endpoint, "data_dir": str(config.data_dir),
-        "otlp_traces": _target_text(config.otlp_target("traces")),
-        "otlp_logs": _target_text(config.otlp_target("logs")),
+        # where each signal is exported over OTLP by dora-otel itself (None: local, or the bot's set-up)
+        "otlp_traces": _target_text(config.otlp_target("traces")) if telemetry.owns_provider else None,
+        "otlp_logs": _target_text(config.otlp_target("logs")) if telemetry.logger_provider is not None else None,
         "tracer_provider": "off" if config.sdk_disabled else "own" if telemetry.owns_provider else "adopted",
         "service_instance_id": attributes["service.instance.id"],
         "dora_otel_version": __version__,

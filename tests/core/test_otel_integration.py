@@ -319,6 +319,8 @@ def test_a_traces_endpoint_alone_sends_traces_over_otlp_and_logs_stay_local(tmp_
     assert traces.paths() == {"/custom/traces"}  # no /v1/logs anywhere: logs are not exported
     assert decision_id in traces.trace_ids("/custom/traces")
     assert captured.telemetry.logger_provider is None
+    startup = captured.events("STARTUP")[0]  # says where each signal went
+    assert startup["otlp_traces"] == traces.base + "/custom/traces (http/protobuf)" and startup.get("otlp_logs") is None
     file_lines = [json.loads(line) for line in (tmp_path / "logs" / "dora-bot.jsonl").read_text().splitlines()]
     assert decision_id in {line.get("decision_id") for line in file_lines}
     assert not (tmp_path / "spans" / "spans.jsonl").exists()
