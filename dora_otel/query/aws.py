@@ -37,6 +37,7 @@ from dora_otel.query.sources import (
     describe_reader,
     merge_regions,
     unique_lines,
+    with_order_join,
 )
 
 __all__ = ["AwsSource", "InsightsReader", "decision_insights_query", "line_from_event", "log_group"]
@@ -267,7 +268,8 @@ class AwsSource:
             self._own_reader = True
         else:
             self._own_reader = False
-        self.reader: LedgerReader | None = reader
+        # fills/cancels a later run recorded by order_id alone join their decision at read time
+        self.reader: LedgerReader | None = with_order_join(reader)
         self.group = log_group(env)
         self.insights = InsightsReader(self.group, logs_client, timeout_s=timeout_s, poll_s=poll_s) if use_logs else None
         self._now = now
