@@ -28,7 +28,6 @@ import dora_otel
 from dora_otel.ledger.orders import index_path
 from dora_otel.query.aws import AwsSource
 from dora_otel.query.explain import explain_decision
-from dora_otel.query.local import LocalSource
 from dora_otel.query.reconcile import reconcile
 from dora_otel.sinks.dynamodb import DynamoDBSink
 from dora_otel.sinks.tables import create_tables, describe_tables, table_definitions, table_names
