@@ -397,6 +397,11 @@ def _decision_report(source: Source, decision_id: str, record: dict[str, Any] | 
     if extra:
         notes.append(f"{len(extra)} event(s) known only from the log lines count in the verdicts")
     verdicts, unassigned = judge_decision(targets, events + extra)
+    joined = [e for e in events if e.get("joined_by")]  # query.sources.OrderJoin
+    if joined:
+        runs = sorted({str(e.get("bot_run_id")) for e in joined})
+        notes.append(f"{len(joined)} fill/cancel record(s) of a later run ({', '.join(runs)}) that did not know the "
+                     "order (stored unmatched) are joined to this decision by order_id")
     run = record.get("bot_run_id") or next((e.get("bot_run_id") for e in events if e.get("bot_run_id")), None)
     telemetry = _cross_check(record, events, lines, logs_available, records_from)
     if telemetry["log_lines_missing"]:

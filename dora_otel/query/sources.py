@@ -175,13 +175,16 @@ class OrderJoin:
                     or record.get("event_type") not in _JOINABLE or order_id not in orders
                     or _record_key(record) in have):
                 continue
-            slot, coid = orders[order_id]
+            slot, coid, placed = orders[order_id]
             joined = dict(record, decision_id=decision_id, joined_by="order_id",
                           recorded_as=record.get("decision_id"))
             if slot is not None:
                 joined["slot"] = slot
             if coid and not joined.get("client_order_id"):
                 joined["client_order_id"] = coid
+            for key in ("market", "side"):  # what the later run could not know, from the placement
+                if joined.get(key) in (None, "") and placed.get(key) not in (None, ""):
+                    joined[key] = placed[key]
             out.append(joined)
         if out:
             with self._lock:
@@ -194,14 +197,14 @@ def _record_key(record: Mapping[str, Any]) -> tuple[Any, Any]:
     return (record.get("bot_run_id"), record.get("event_id") or record.get("seq"))
 
 
-def _open_orders(events: Sequence[Mapping[str, Any]]) -> dict[str, tuple[Any, Any]]:
-    """order_id -> (slot, client_order_id) for the decision's orders that its own records do not
-    show completely filled."""
-    size_of: dict[Any, float | None] = {}
+def _open_orders(events: Sequence[Mapping[str, Any]]) -> dict[str, tuple[Any, Any, Mapping[str, Any]]]:
+    """order_id -> (slot, client_order_id, its ORDER_PLACE record or {}) for the decision's orders
+    that its own records do not show completely filled."""
+    place_of: dict[Any, Mapping[str, Any]] = {}
     for r in events:
         if r.get("event_type") == "ORDER_PLACE" and r.get("client_order_id"):
-            size_of[r["client_order_id"]] = _num(r.get("size"))
-    orders: dict[str, tuple[Any, Any]] = {}
+            place_of[r["client_order_id"]] = r
+    orders: dict[str, tuple[Any, Any, Mapping[str, Any]]] = {}
     sizes: dict[str, float | None] = {}
     for r in events:
         order_id = r.get("order_id")
@@ -210,10 +213,12 @@ def _open_orders(events: Sequence[Mapping[str, Any]]) -> dict[str, tuple[Any, An
         if r.get("event_type") != "ORDER_RESULT" and r.get("slot") in (None, ""):
             continue
         key = str(order_id)
-        slot, coid = orders.get(key, (None, None))
-        orders[key] = (slot if slot is not None else r.get("slot"), coid or r.get("client_order_id"))
+        slot, coid, _ = orders.get(key, (None, None, {}))
+        coid = coid or r.get("client_order_id")
+        placed = place_of.get(coid, {})
+        orders[key] = (slot if slot is not None else r.get("slot"), coid, placed)
         if sizes.get(key) is None:
-            sizes[key] = size_of.get(r.get("client_order_id"))
+            sizes[key] = _num(placed.get("size"))
     filled: dict[str, float] = {}
     for r in events:
         if r.get("event_type") == "FILL" and r.get("order_id") not in (None, ""):

@@ -106,6 +106,10 @@ def _assert_joined(report: dict[str, Any], order_ids: list[str]) -> None:
     assert slots[0]["order_id"] == order_ids[0]
     # joined fills are no longer listed as fills that match no decision
     assert not [f for f in report["unmatched_fills"] if f.get("order_id") in order_ids]
+    (decision,) = report["decisions"]
+    assert any("4 fill/cancel record(s) of a later run" in n and "by order_id" in n for n in decision["notes"])
+    # the fills get the side the later run did not know, from the placement
+    assert [f["side"] for f in slots[1]["fills"] + slots[2]["fills"]] == ["no", "yes"]
 
 
 def _env(endpoint: str) -> dict[str, str]:
@@ -277,3 +281,33 @@ def test_an_order_id_dynamodb_cannot_index_as_text_does_not_lose_the_record(dyna
     (stored,) = sink.events_for_decision("unmatched:X")
     assert stored.get("order_id") == ("12345" if order_id else None)
     assert [r["order_id"] for r in sink.records_for_orders(["12345"])] == (["12345"] if order_id else [])
+
+
+def test_the_join_asks_the_store_only_about_orders_the_decisions_own_records_leave_open(
+        ledger_execution_record: Any) -> None:
+    """An order its own fills complete cannot change: reading its decision costs no lookup."""
+    from dora_otel.query.sources import OrderJoin
+    from dora_otel.sinks.memory import MemorySink
+
+    store = MemorySink()
+    rec = ledger_execution_record
+    store.write_batch([
+        rec(event_type="ORDER_PLACE", seq=1, decision_id="d1", slot=0, client_order_id="c1", size=5),
+        rec(event_type="ORDER_RESULT", seq=2, decision_id="d1", slot=0, client_order_id="c1", order_id="o1",
+            status="ACCEPTED"),
+        rec(event_type="FILL", seq=3, decision_id="d1", slot=0, client_order_id="c1", order_id="o1", size=5),
+        rec(event_type="ORDER_PLACE", seq=4, decision_id="d2", slot=0, client_order_id="c2", size=5),
+        rec(event_type="ORDER_RESULT", seq=5, decision_id="d2", slot=0, client_order_id="c2", order_id="o2",
+            status="ACCEPTED"),
+        rec(event_type="FILL", seq=1, bot_run_id="later", decision_id="unmatched:unknown", order_id="o2", size=2,
+            client_order_id=None),
+    ])
+    reader = OrderJoin(store)
+    before = store.query_count
+    assert [r["event_type"] for r in reader.events_for_decision("d1")] == ["ORDER_PLACE", "ORDER_RESULT", "FILL"]
+    assert store.query_count - before == 1  # gsi1 only
+    before = store.query_count
+    joined = [r for r in reader.events_for_decision("d2") if r.get("joined_by")]
+    assert store.query_count - before == 2  # gsi1 + one lookup of o2
+    assert [(r["slot"], r["client_order_id"], r["recorded_as"]) for r in joined] == [(0, "c2", "unmatched:unknown")]
+    assert reader.events_for_decision("unmatched:unknown") == []  # joined: no longer unmatched
