@@ -671,9 +671,14 @@ def order_cancel(fn: F | None = None, /, **field_names: Any) -> Any:
                 "requested_by_decision_id": requested_by.decision_id if requested_by else None}
             # The ledger journals the request when this span starts (before the call) and the outcome
             # when it ends (ledger/processor.py), so a kill -9 during a slow cancel keeps the intent.
+            # A cancel of an order no decision of this run knows is kept under unmatched:<market>
+            # like a FILL (the ledger refuses a record without decision_id); explain joins it to the
+            # decision that placed the order by order_id at read time (query/sources.OrderJoin).
+            record = fields if decision_id else dict(
+                fields, decision_id=f"unmatched:{mkt if mkt is not None else 'unknown'}")
             span = runtime.tracer.start_span(
                 "order.cancel", context=set_span_in_context(NonRecordingSpan(parent)) if parent else _EMPTY,
-                attributes=span_attributes("ORDER_CANCEL", fields, ("market", "order_id")))
+                attributes=span_attributes("ORDER_CANCEL", record, ("market", "order_id")))
             state = _CallState(runtime, span, fields, args, kwargs, ref=ref)
             state.token = otel_context.attach(set_span_in_context(span))
             try:
