@@ -404,6 +404,24 @@ class _Flush:
         self.done = threading.Event()
 
 
+class _Line:
+    """One dora event line as the trading thread queues it: level, message, the event's complete
+    fields (ids, decision, bound fields already captured) and its time. The writer makes the
+    LogRecord the handlers take (logs.event_fields finds the fields cached on it)."""
+
+    __slots__ = ("level", "message", "fields", "created")
+
+    def __init__(self, level: int, message: str, fields: dict[str, Any], created: float) -> None:
+        self.level, self.message, self.fields, self.created = level, message, fields, created
+
+    def record(self) -> logging.LogRecord:
+        record = logging.LogRecord(_OWN_LOGGER, self.level, "dora_otel", 0, self.message, None, None)
+        record.created = self.created
+        record.msecs = (self.created - int(self.created)) * 1000.0
+        record._dora_fields = self.fields  # type: ignore[attr-defined]
+        return record
+
+
 class _EnqueueHandler(logging.handlers.QueueHandler):
     """Runs on the logging thread: O(1), never blocks, never formats the JSON line."""
 
@@ -474,8 +492,14 @@ class _Writer:
                 record = get()
             except queue.Empty:
                 return
-            if isinstance(record, _Flush):
-                record.done.set()
+            kind = type(record)
+            if kind is _Line:
+                record = record.record()
+            elif kind is not logging.LogRecord:
+                if kind is _Flush:
+                    record.done.set()
+                else:  # a dora span (spans.LiteSpan): build it, hand it to the span processors
+                    record.tracer.export(record)
                 continue
             for handler in self._handlers:
                 if record.levelno >= handler.level:
@@ -496,6 +520,7 @@ class LogPipeline:
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.max_pending = max_pending
         self.queue_dropped = 0
+        self.spans_dropped = 0
         self.handler = _EnqueueHandler(self)
         self._writer = _Writer(self.queue, handlers, interval_s)
         self._started = False
@@ -507,6 +532,25 @@ class LogPipeline:
     def dropped(self) -> int:
         """Lines lost: refused by the full queue, or not written by the log file (`logs_dropped`)."""
         return self.queue_dropped + sum(getattr(h, "lines_dropped", 0) for h in self._writer._handlers)
+
+    def stats(self) -> dict[str, int]:
+        """The pipeline's loss counters: `logs_dropped` (lines) and `spans_dropped` (spans refused by
+        the full event queue). Any thread."""
+        return {"logs_dropped": self.dropped, "spans_dropped": self.spans_dropped}
+
+    def put_line(self, level: int, message: str, fields: dict[str, Any], created: float) -> None:
+        """Queue one dora event line (trading thread; O(1); a full queue drops and counts it)."""
+        if self.queue.qsize() >= self.max_pending:
+            self.queue_dropped += 1
+            return
+        self.queue.put_nowait(_Line(level, message, fields, created))
+
+    def enqueue_span(self, span: Any) -> None:
+        """Queue one ended dora span for export (trading thread; O(1); a full queue drops and counts it)."""
+        if self.queue.qsize() >= self.max_pending:
+            self.spans_dropped += 1
+            return
+        self.queue.put_nowait(span)
 
     def _reporter(self, source: logging.Handler) -> Any:
         """A function the writer thread calls to write one dora-otel line about `source` straight to
@@ -523,9 +567,11 @@ class LogPipeline:
         return report
 
     def start(self) -> None:
+        global ACTIVE_PIPELINE
         self._writer.thread.start()
         self._started = True
         _live_pipelines.add(self)
+        ACTIVE_PIPELINE = self
 
     def _after_fork_in_child(self) -> None:
         """A forked child inherits the queue but not the writer thread: give it both afresh
@@ -551,8 +597,11 @@ class LogPipeline:
         """Write what is queued (within timeout_s) and stop the listener thread."""
         if not self._started:
             return True
+        global ACTIVE_PIPELINE
         flushed = self.flush(timeout_s)
         self._started = False
+        if ACTIVE_PIPELINE is self:
+            ACTIVE_PIPELINE = None
         _live_pipelines.discard(self)
         self._writer.stop()
         self._writer.thread.join(timeout=max(0.1, timeout_s))
@@ -560,6 +609,8 @@ class LogPipeline:
 
 
 _live_pipelines: weakref.WeakSet[LogPipeline] = weakref.WeakSet()
+#: The started pipeline dora's own lines and spans go to (the event thread); None when not set up.
+ACTIVE_PIPELINE: LogPipeline | None = None
 
 
 def _restart_writers_in_child() -> None:
