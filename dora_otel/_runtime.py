@@ -225,7 +225,8 @@ class Runtime:
         self.lock = threading.Lock()
         self.watchdog: Any = None
 
-    def emit(self, level: int, event_type: str, message: str, fields: dict[str, Any], span: Any = None) -> dict[str, Any]:
+    def emit(self, level: int, event_type: str, message: str, fields: dict[str, Any],
+             span: Any = None) -> dict[str, Any]:
         """Log one event line. Raises SchemaError only in strict mode. Runs on the caller's thread.
 
         When dora's pipeline is a root handler and no logger filter is in the way (the usual case),

@@ -502,7 +502,8 @@ def order_place(fn: F | None = None, /, *, result: Callable[[Any], Any] | None =
                 slot, decision_id, parent_ctx = bot_slot, None, _EMPTY
             fields = {"seq": _next_seq(), "market": mkt, "decision_id": decision_id, "side": side,
                       "price": price, "size": size, "client_order_id": coid, "slot": slot}
-            span = runtime.tracer.start_span("order.place", context=parent_ctx, event=span_event("ORDER_PLACE", fields))
+            span = runtime.tracer.start_span("order.place", context=parent_ctx,
+                                             event=span_event("ORDER_PLACE", fields))
             state = _CallState(runtime, span, fields, args, kwargs, decision=decision)
             state.token = otel_context.attach(set_span_in_context(span.api_span))
             if decision is not None and current_decision.get() is None:
@@ -607,7 +608,8 @@ def _order_result(state: _CallState, outcome: exchange.Outcome, latency_ms: floa
         fields["stack"] = _stack(exc)
     # ORDER_RESULT is its own child span of the decision, at the moment the answer arrived.
     parent_ctx = state.decision.parent_context if state.decision else _EMPTY
-    result_span = runtime.tracer.start_span("order.result", context=parent_ctx, event=span_event("ORDER_RESULT", fields))
+    result_span = runtime.tracer.start_span("order.result", context=parent_ctx,
+                                            event=span_event("ORDER_RESULT", fields))
     if status != "ACCEPTED":
         result_span.set_status(Status(StatusCode.ERROR, error_msg or status))
     result_span.end()

@@ -61,8 +61,23 @@ class LiteSpan:
     """One dora span on the trading thread. Methods run on the thread that owns the call (the
     decorated call's thread or task); `end()` hands it to the event thread."""
 
-    __slots__ = ("tracer", "name", "trace_id", "span_id", "parent_id", "sampled", "start_ns", "end_ns",
-                 "event_type", "fields", "extra", "status", "events", "ended", "_ctx")
+    __slots__ = (
+        "_ctx",
+        "end_ns",
+        "ended",
+        "event_type",
+        "events",
+        "extra",
+        "fields",
+        "name",
+        "parent_id",
+        "sampled",
+        "span_id",
+        "start_ns",
+        "status",
+        "trace_id",
+        "tracer",
+    )
 
     def __init__(self, tracer: LiteTracer, name: str, trace_id: int, span_id: int, parent_id: int | None,
                  sampled: bool) -> None:
@@ -192,16 +207,15 @@ class LiteTracer:
     def ended(self, span: LiteSpan) -> None:
         """A span ended (trading thread): journal its end record, queue it for export."""
         event_type = span.event_type
-        if event_type is not None:
-            if event_type in _LEDGER_END or event_type == "DECISION_MADE":
-                ledger = self.ledger()
-                if ledger is not None:
-                    if event_type == "DECISION_MADE":
-                        ledger.on_decision(span.fields, span.trace_id, span.span_id, span.start_ns, span.end_ns)
-                    elif event_type == "ORDER_RESULT":
-                        ledger.on_event(event_type, span.fields, span.trace_id, span.span_id, span.start_ns)
-                    elif "dora.status" in span.extra:  # a cancel's outcome
-                        ledger.on_event(event_type, _merged(span), span.trace_id, span.span_id, span.end_ns)
+        if event_type is not None and (event_type in _LEDGER_END or event_type == "DECISION_MADE"):
+            ledger = self.ledger()
+            if ledger is not None:
+                if event_type == "DECISION_MADE":
+                    ledger.on_decision(span.fields, span.trace_id, span.span_id, span.start_ns, span.end_ns)
+                elif event_type == "ORDER_RESULT":
+                    ledger.on_event(event_type, span.fields, span.trace_id, span.span_id, span.start_ns)
+                elif "dora.status" in span.extra:  # a cancel's outcome
+                    ledger.on_event(event_type, _merged(span), span.trace_id, span.span_id, span.end_ns)
         if not span.sampled or self.processor is None:
             return
         pipeline = _logs.ACTIVE_PIPELINE
@@ -215,8 +229,9 @@ class LiteTracer:
         from dora_otel.tracing import scrub_span
 
         try:
-            readable = scrub_span(self.readable(span))
-            self.processor.on_end(readable)
+            processor = self.processor
+            if processor is not None:
+                processor.on_end(scrub_span(self.readable(span)))
         except Exception:
             try:
                 _log.error("dora-otel could not export a span", exc_info=True)
