@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 from opentelemetry import trace as trace_api
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
@@ -43,8 +44,10 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
+from dora_otel._version import __version__
 from dora_otel import logs as _logs
 from dora_otel.exchange import safe_text
+from dora_otel.scrub import TRUSTED_FIELDS, needs_scrub, scrub_record, scrub_text
 
 _log = logging.getLogger("dora_otel.internal")
 _time_ns = time.time_ns
@@ -55,6 +58,11 @@ _LEDGER_START = frozenset({"ORDER_PLACE", "ORDER_CANCEL", "FILL", "ORDER_SUPPRES
 _LEDGER_END = frozenset({"ORDER_RESULT", "ORDER_CANCEL"})
 # Fields that are the span's own ids / type (already the span's context and name) or too big.
 _SPAN_SKIP = frozenset({"stack", "event_type", "trace_id", "span_id"})
+_TRUSTED = TRUSTED_FIELDS - {"decision_id"}  # a span's decision_id may be "unmatched:<market>"
+_UNSET = Status(StatusCode.UNSET)
+#: The instrumentation scope of every dora span. A span with exactly this object as its scope was
+#: built (and scrubbed) by `LiteTracer.readable`; `tracing.ScrubbingSpanExporter` skips it.
+DORA_SCOPE = InstrumentationScope("dora_otel", __version__)
 
 
 class LiteSpan:
@@ -157,7 +165,7 @@ class LiteTracer:
         self._trace_id = ids.generate_trace_id if ids is not None else (lambda: random.getrandbits(128) or 1)
         self._span_id = ids.generate_span_id if ids is not None else (lambda: random.getrandbits(64) or 1)
         self.resource = getattr(tracer, "resource", None)
-        self.scope = getattr(tracer, "instrumentation_scope", None)
+        self.scope = DORA_SCOPE
         self._ledger_seen: Any = None
         self._ledger: Any = None
 
@@ -225,13 +233,11 @@ class LiteTracer:
             self.export(span)
 
     def export(self, span: LiteSpan) -> None:
-        """Build the span and hand it to the provider's processors. Runs on the event thread."""
-        from dora_otel.tracing import scrub_span
-
+        """Build the span (scrubbed) and hand it to the provider's processors. Event thread."""
         try:
             processor = self.processor
             if processor is not None:
-                processor.on_end(scrub_span(self.readable(span)))
+                processor.on_end(self.readable(span))
         except Exception:
             try:
                 _log.error("dora-otel could not export a span", exc_info=True)
@@ -239,25 +245,31 @@ class LiteTracer:
                 pass
 
     def readable(self, span: LiteSpan) -> Any:
+        """The span as the SDK's `ReadableSpan`, scrubbed once here with the policy every output
+        uses (scrub.scrub_record over its fields, scrub_text over its name, status and events). Its
+        scope is `DORA_SCOPE`, which tells `tracing.ScrubbingSpanExporter` it is scrubbed already."""
         from opentelemetry.sdk.trace import Event, ReadableSpan
 
         flags = _SAMPLED if span.sampled else _UNSAMPLED
-        attributes: dict[str, Any] = {}
-        if span.event_type is not None:
-            attributes["dora.event_type"] = span.event_type
-        for key, value in span.fields.items():
-            if value is not None and key not in _SPAN_SKIP:
-                attributes["dora." + key] = flat_value(value)
+        raw = {k: v for k, v in span.fields.items() if v is not None and k not in _SPAN_SKIP}
         for key, value in span.extra.items():
             if value is not None:
-                attributes[key] = flat_value(value)
+                raw[key[5:] if key.startswith("dora.") else key] = value
+        raw = scrub_record(raw, _TRUSTED)
+        attributes: dict[str, Any] = {"dora.event_type": span.event_type} if span.event_type else {}
+        for key, value in raw.items():
+            attributes["dora." + key] = flat_value(value)
         parent = (SpanContext(span.trace_id, span.parent_id, is_remote=False, trace_flags=flags)
                   if span.parent_id is not None else None)
+        status = span.status
+        if status is not None and status.description and needs_scrub(status.description):
+            status = Status(status.status_code, scrub_text(status.description))
+        name = span.name if not needs_scrub(span.name) else scrub_text(span.name)
+        events = [Event(n, {k: flat_value(v) for k, v in scrub_record(dict(a), _TRUSTED).items()}, ts)
+                  for n, a, ts in span.events]
         return ReadableSpan(
-            name=span.name, context=span.get_span_context(), parent=parent, resource=self.resource,
-            attributes=attributes, events=[Event(n, {k: flat_value(v) for k, v in a.items()}, ts)
-                                           for n, a, ts in span.events],
-            kind=SpanKind.INTERNAL, status=span.status or Status(StatusCode.UNSET),
+            name=name, context=span.get_span_context(), parent=parent, resource=self.resource,
+            attributes=attributes, events=events, kind=SpanKind.INTERNAL, status=status or _UNSET,
             start_time=span.start_ns, end_time=span.end_ns, instrumentation_scope=self.scope)
 
 

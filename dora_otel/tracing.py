@@ -59,8 +59,9 @@ class ExecutionAwareSampler(Sampler):
 
 
 class ScrubbingSpanExporter(SpanExporter):
-    """Wraps an exporter: each span is rebuilt with its name, attributes (the `dora.record` JSON
-    included), events, links' attributes and status description scrubbed, then handed on.
+    """Wraps an exporter: each span is rebuilt with its name, attributes, events, links' attributes
+    and status description scrubbed, then handed on (dora's own spans, scope `spans.DORA_SCOPE`,
+    were scrubbed with the same policy when the event thread built them).
     Runs on the BatchSpanProcessor's worker thread; a span that cannot be rebuilt is replaced by
     one whose attributes say so, never exported as it was."""
 
@@ -68,7 +69,10 @@ class ScrubbingSpanExporter(SpanExporter):
         self.inner = inner
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self.inner.export([scrub_span(span) for span in spans])
+        from dora_otel.spans import DORA_SCOPE  # dora's own spans were scrubbed when built
+
+        return self.inner.export([span if span.instrumentation_scope is DORA_SCOPE else scrub_span(span)
+                                  for span in spans])
 
     def shutdown(self) -> None:
         self.inner.shutdown()
