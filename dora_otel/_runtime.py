@@ -239,11 +239,16 @@ class Runtime:
         fields["event_type"] = event_type
         if "seq" not in fields:
             fields["seq"] = identity.next_seq()
-        events.check(event_type, fields, strict=self.strict, logger=self.log)
+        if not _well_formed(event_type, fields):  # the full check only when it may find something
+            events.check(event_type, fields, strict=self.strict, logger=self.log)
         if span is not None:  # the caller knows the current span: spare the formatter the lookup
-            ctx = span.get_span_context()
-            fields["trace_id"] = format(ctx.trace_id, "032x")
-            fields["span_id"] = format(ctx.span_id, "016x")
+            hex_ids = getattr(span, "hex_ids", None)
+            if hex_ids is not None:
+                fields["trace_id"], fields["span_id"] = hex_ids()
+            else:
+                ctx = span.get_span_context()
+                fields["trace_id"] = format(ctx.trace_id, "032x")
+                fields["span_id"] = format(ctx.span_id, "016x")
         log = self.log
         if not log.isEnabledFor(level):
             return fields
@@ -282,6 +287,38 @@ class Runtime:
 
 
 ACTIVE: Runtime | None = None
+
+# events.py's rules as lookup tables, for `_well_formed` (built once; events.check stays the judge).
+_REQUIRED = {et: tuple((name, name in events._NUMERIC) for name in names)
+             for et, names in events.KEY_FIELDS.items()}
+_CONDITIONAL: dict[str, dict[str, tuple[tuple[str, bool], ...]]] = {}
+for (_et, _status), _names in events._CONDITIONAL.items():
+    _CONDITIONAL.setdefault(_et, {})[_status] = tuple((n, n in events._NUMERIC) for n in _names)
+_ONE_OF = dict(events._ONE_OF)
+
+
+def _well_formed(event_type: str, fields: dict[str, Any]) -> bool:
+    """True when `events.problems` would certainly find nothing (every key field present, numbers
+    numeric); False sends the event through the full check, which words and reports any problem.
+    A cheaper pre-test for the events dora-otel itself builds on the trading thread."""
+    required = _REQUIRED.get(event_type)
+    if required is None:
+        return False
+    for name, numeric in required:
+        value = fields.get(name)
+        if value is None or (numeric and type(value) is not int and type(value) is not float):
+            return False
+    conditional = _CONDITIONAL.get(event_type)
+    if conditional is not None:
+        status = fields.get("status")
+        if type(status) is not str and status is not None:
+            return False
+        for name, numeric in conditional.get(str(status), ()):
+            value = fields.get(name)
+            if value is None or (numeric and type(value) is not int and type(value) is not float):
+                return False
+    one_of = _ONE_OF.get(event_type)
+    return one_of is None or any(fields.get(name) not in (None, "") for name in one_of)
 
 
 def attr(value: Any) -> Any:

@@ -44,8 +44,8 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
-from dora_otel._version import __version__
 from dora_otel import logs as _logs
+from dora_otel._version import __version__
 from dora_otel.exchange import safe_text
 from dora_otel.scrub import TRUSTED_FIELDS, needs_scrub, scrub_record, scrub_text
 
@@ -112,6 +112,10 @@ class LiteSpan:
             ctx = self._ctx = SpanContext(self.trace_id, self.span_id, is_remote=False,
                                           trace_flags=_SAMPLED if self.sampled else _UNSAMPLED)
         return ctx
+
+    def hex_ids(self) -> tuple[str, str]:
+        """(trace_id, span_id) as the lines write them (32 and 16 hex digits)."""
+        return format(self.trace_id, "032x"), format(self.span_id, "016x")
 
     @property
     def api_span(self) -> NonRecordingSpan:
