@@ -228,8 +228,22 @@ class JsonFormatter(logging.Formatter):
         return dumps_line(scrub_record(line, _LINE_TRUSTED))
 
 
+class BatchStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that writes each line without flushing; the writer thread flushes once per
+    batch (`flush()` after draining the queue). A flush is a syscall, which on some machines costs
+    more than formatting the line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
 def stream_handler(stream: Any, formatter: logging.Formatter) -> logging.Handler:
-    handler = logging.StreamHandler(stream)
+    handler = BatchStreamHandler(stream)
     handler.setFormatter(formatter)
     handler.set_name("dora-otel-stdout")
     return handler
@@ -486,21 +500,41 @@ class _Writer:
                 return
 
     def _drain(self) -> None:
+        written = False
+        try:
+            written = self._drain_batch()
+        finally:
+            if written:
+                self._flush_handlers()
+
+    def _flush_handlers(self) -> None:
+        for handler in self._handlers:
+            try:
+                handler.flush()
+            except Exception:  # a broken handler must not stop the writer
+                pass
+
+    def _drain_batch(self) -> bool:
         get = self._queue.get_nowait
+        written = False
         while True:
             try:
                 record = get()
             except queue.Empty:
-                return
+                return written
             kind = type(record)
             if kind is _Line:
                 record = record.record()
             elif kind is not logging.LogRecord:
                 if kind is _Flush:
+                    if written:  # everything before the marker is out of the buffers too
+                        self._flush_handlers()
+                        written = False
                     record.done.set()
                 else:  # a dora span (spans.LiteSpan): build it, hand it to the span processors
                     record.tracer.export(record)
                 continue
+            written = True
             for handler in self._handlers:
                 if record.levelno >= handler.level:
                     try:
