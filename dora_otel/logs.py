@@ -5,9 +5,12 @@ the pipeline that keeps their cost off the trading thread.
 Every record becomes exactly one JSON object on one line, including the bot's own plain
 `logger.info("...")` calls. On the thread that logs, `LogPipeline` only captures what that thread
 alone knows (trace context, decision, bound fields, `seq`, the formatted message and stack) and
-enqueues the record (a stdlib QueueHandler); a writer thread drains the queue in batches, formats
-the lines and writes them. Logs are best effort and never block: a full queue drops the line and
-counts it.
+enqueues the record (a stdlib QueueHandler); dora-otel's own event lines skip the LogRecord and are
+queued as compact `_Line`s by `_runtime.Runtime.emit`, and dora's ended spans ride the same queue
+(spans.py). The writer thread — the one event thread — drains the queue in batches, formats the
+lines, writes each batch with one write per output, and builds and hands on the spans. Logs and
+spans are best effort and never block: a full queue drops the line or span and counts it
+(`LogPipeline.stats()`: `logs_dropped`, `spans_dropped`).
 
 Scrubbing (scrub.py) happens on the writer thread, once per line, for every field: the message,
 `extra=` values, bound fields and event fields alike. Reserved base fields keep dora-otel's own
