@@ -255,7 +255,7 @@ class Runtime:
         pipeline = logs.ACTIVE_PIPELINE
         handlers = _ROOT.handlers
         if (pipeline is not None and pipeline.handler in handlers and not log.handlers and not log.filters
-                and not _ROOT.filters and log.propagate and not pipeline.handler.filters):
+                and not _ROOT.filters and log.propagate and not log.disabled and not pipeline.handler.filters):
             if len(handlers) > 1:  # the bot's (or pytest's) own root handlers get a LogRecord, as before
                 record = logging.LogRecord(log.name, level, "dora_otel", 0, message, None, None)
                 record._dora = dict(fields)  # type: ignore[attr-defined]
