@@ -148,6 +148,7 @@ def risk_halt(runtime: _runtime.Runtime, /, reason: str, daily_pnl: Any, **extra
 def heartbeat(runtime: _runtime.Runtime, /, markets_active: int, open_orders_count: int, **extra: Any) -> None:
     """Log HEARTBEAT with the ledger's health counters (`ledger_*` fields). Call it every N loops."""
     fields = {**rename_reserved(extra), "markets_active": markets_active, "open_orders_count": open_orders_count}
-    for key, value in runtime.stats().items():
-        fields[key if key.startswith("logs_") else f"ledger_{key}"] = value
-    runtime.emit(logging.INFO, "HEARTBEAT", f"heartbeat: {markets_active} markets, {open_orders_count} open orders", fields)
+    for key, value in runtime.stats().items():  # logs_dropped / spans_dropped keep their names
+        fields[key if key.startswith(("logs_", "spans_")) else f"ledger_{key}"] = value
+    runtime.emit(logging.INFO, "HEARTBEAT",
+                 f"heartbeat: {markets_active} markets, {open_orders_count} open orders", fields)

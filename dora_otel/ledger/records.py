@@ -11,7 +11,8 @@ so the journal, SQLite, DynamoDB and the dead-letter file only ever hold scrubbe
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
