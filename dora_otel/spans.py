@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 from opentelemetry import trace as trace_api
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     NonRecordingSpan,
@@ -252,8 +253,6 @@ class LiteTracer:
         """The span as the SDK's `ReadableSpan`, scrubbed once here with the policy every output
         uses (scrub.scrub_record over its fields, scrub_text over its name, status and events). Its
         scope is `DORA_SCOPE`, which tells `tracing.ScrubbingSpanExporter` it is scrubbed already."""
-        from opentelemetry.sdk.trace import Event, ReadableSpan
-
         flags = _SAMPLED if span.sampled else _UNSAMPLED
         raw = {k: v for k, v in span.fields.items() if v is not None and k not in _SPAN_SKIP}
         for key, value in span.extra.items():
