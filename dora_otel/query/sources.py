@@ -355,6 +355,11 @@ def records_from_spans(spans: Iterable[Mapping[str, Any]]) -> Rebuilt:
         for key, value in attrs.items():
             if key.startswith("dora.") and key not in ("dora.event_type", "dora.record") and value is not None:
                 record[key[5:]] = value
+        if isinstance(record.get("targets"), str):  # flat span attributes hold the targets as JSON text
+            try:
+                record["targets"] = orjson.loads(record["targets"])
+            except orjson.JSONDecodeError:
+                record["targets"] = []
         start_ns, end_ns = int(span.get("startTimeUnixNano") or 0), int(span.get("endTimeUnixNano") or 0)
         record["trace_id"] = span.get("traceId")
         record["source"] = "spans"
