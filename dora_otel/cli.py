@@ -146,7 +146,16 @@ def _tables(args: argparse.Namespace) -> int:
         _say(f"dora-otel tables {args.action}: {type(exc).__name__}: {exc}")
         return int(_boto_exit(exc))
     missing = [info["name"] for info in infos if info.get("status") == "MISSING"]
-    print(json.dumps({"env": config.env, "tables": infos, "missing": missing}, default=str, indent=2))
+    # indexes of an existing table made by an older dora-otel (gsi_order): it works, with less
+    missing_indexes = {info["name"]: info["missing_gsis"] for info in infos
+                       if info.get("status") != "MISSING" and info.get("missing_gsis")}
+    print(json.dumps({"env": config.env, "tables": infos, "missing": missing, "missing_indexes": missing_indexes},
+                     default=str, indent=2))
+    for name, indexes in missing_indexes.items():
+        print(f"dora-otel tables describe: {name} lacks index {', '.join(indexes)} (explain and reconcile then "
+              "cannot join fills and cancels recorded by order_id alone after a restart on another host); "
+              f"`dora-otel tables create --env {config.env}` adds it, or update the CloudFormation stack",
+              file=sys.stderr)
     if missing:
         print(f"dora-otel tables describe: missing {', '.join(missing)}; create them with "
               f"`dora-otel tables create --env {config.env}` (exit {int(Exit.NOT_FOUND)})", file=sys.stderr)

@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 _log = logging.getLogger("dora_otel.config")
 
@@ -24,6 +25,14 @@ OTEL_SERVICE_NAME = "OTEL_SERVICE_NAME"
 OTEL_RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
 OTEL_EXPORTER_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 OTEL_EXPORTER_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
+# Per-signal variants (OTel spec "OTLP Exporter Configuration"): each wins over the base variable for
+# its signal, and a per-signal endpoint is used as given (the base one gets /v1/traces or /v1/logs
+# appended for http/protobuf).
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+OTEL_EXPORTER_OTLP_LOGS_ENDPOINT = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"
+OTEL_EXPORTER_OTLP_TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+OTEL_EXPORTER_OTLP_LOGS_PROTOCOL = "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"
+SIGNALS = ("traces", "logs")
 OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
 
 # Ours.
@@ -109,6 +118,12 @@ class Config:
     log_level: str = "INFO"
     otlp_endpoint: str | None = None
     otlp_protocol: str = "grpc"
+    # Per-signal: an endpoint used as given (a full URL for http/protobuf), a protocol; None means
+    # "from otlp_endpoint / otlp_protocol". See `otlp_target`.
+    otlp_traces_endpoint: str | None = None
+    otlp_logs_endpoint: str | None = None
+    otlp_traces_protocol: str | None = None
+    otlp_logs_protocol: str | None = None
     sdk_disabled: bool = False
     ledger: str = "sqlite"
     ledger_fsync: str = "interval"
@@ -121,9 +136,13 @@ class Config:
     stream: Any = None  # where JSON lines go; None means sys.stdout at setup time
     ledger_client: Any = None  # an injected boto3 DynamoDB client (tests, custom sessions)
     ledger_sink: Any = None  # an injected Sink object (wins over `ledger`)
-    secrets: Any = dataclasses.field(default=(), repr=False)  # exact secret values to mask everywhere, besides those read from env (scrub.py)
+    # exact secret values to mask everywhere, besides those read from env (scrub.py)
+    secrets: Any = dataclasses.field(default=(), repr=False)
     spans_max_bytes: int = 32 * 1024 * 1024  # the spans file rotates past this size
     spans_backups: int = 3  # rotated spans files kept
+    # An SDK TracerProvider the bot installed before setup() is used for dora's spans (otel_setup.py);
+    # False: dora-otel builds its own provider and exporter next to it.
+    adopt_provider: bool = True
 
     @classmethod
     def resolve(cls, overrides: Mapping[str, Any], environ: Mapping[str, str] | None = None,
@@ -147,6 +166,10 @@ class Config:
         values["log_level"] = e.choice(DORA_LOG_LEVEL, ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True)
         values["otlp_endpoint"] = e.text(OTEL_EXPORTER_OTLP_ENDPOINT, None)
         values["otlp_protocol"] = e.choice(OTEL_EXPORTER_OTLP_PROTOCOL, PROTOCOLS, "grpc")
+        values["otlp_traces_endpoint"] = e.url(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
+        values["otlp_logs_endpoint"] = e.url(OTEL_EXPORTER_OTLP_LOGS_ENDPOINT)
+        values["otlp_traces_protocol"] = e.choice(OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, PROTOCOLS, None)
+        values["otlp_logs_protocol"] = e.choice(OTEL_EXPORTER_OTLP_LOGS_PROTOCOL, PROTOCOLS, None)
         values["sdk_disabled"] = e.flag(OTEL_SDK_DISABLED, False)
         values["ledger"] = e.choice(DORA_LEDGER, LEDGERS, cls.ledger)
         values["ledger_fsync"] = e.choice(DORA_LEDGER_FSYNC, FSYNC_POLICIES, cls.ledger_fsync)
@@ -161,6 +184,10 @@ class Config:
         for key, value in overrides.items():
             if value is not None:  # None means "not given": the environment or default stands
                 values[key] = value
+        for signal in SIGNALS:  # an argument beats every variable, the per-signal ones included
+            for part in ("endpoint", "protocol"):
+                if overrides.get(f"otlp_{part}") is not None and overrides.get(f"otlp_{signal}_{part}") is None:
+                    values[f"otlp_{signal}_{part}"] = None
         config = cls(**values)
         config.validate()
         return config
@@ -170,6 +197,13 @@ class Config:
         _check_choice("env", self.env, ENVS)
         _check_choice("ledger", self.ledger, LEDGERS)
         _check_choice("otlp_protocol", self.otlp_protocol, PROTOCOLS)
+        for signal in SIGNALS:
+            protocol = getattr(self, f"otlp_{signal}_protocol")
+            if protocol is not None:
+                _check_choice(f"otlp_{signal}_protocol", protocol, PROTOCOLS)
+            endpoint = getattr(self, f"otlp_{signal}_endpoint")
+            if endpoint is not None and not _is_url(endpoint):
+                raise ValueError(f"otlp_{signal}_endpoint ({endpoint!r}) must be an http:// or https:// URL")
         _check_choice("ledger_fsync", self.ledger_fsync, FSYNC_POLICIES)
         if not 30 <= int(self.ledger_ttl_days) <= 90:
             raise ValueError(f"ledger_ttl_days ({self.ledger_ttl_days}) must be between 30 and 90")
@@ -193,6 +227,39 @@ class Config:
             raise ValueError(f"spans_backups ({self.spans_backups}) must be between 0 and 100")
         if not isinstance(self.data_dir, Path):
             object.__setattr__(self, "data_dir", Path(self.data_dir))
+
+
+    def otlp_target(self, signal: str) -> OtlpTarget | None:
+        """Where `signal` ("traces" or "logs") is exported over OTLP, or None (it stays local).
+
+        The OTel specification's precedence: the per-signal endpoint, used as given, else the base
+        `otlp_endpoint` (with `/v1/traces` or `/v1/logs` appended for http/protobuf); the per-signal
+        protocol, else `otlp_protocol`. Either endpoint alone enables OTLP for its signal. (setup()
+        arguments already beat every variable, see `resolve`.)"""
+        if self.sdk_disabled:
+            return None
+        protocol = getattr(self, f"otlp_{signal}_protocol") or self.otlp_protocol
+        endpoint = getattr(self, f"otlp_{signal}_endpoint")
+        if endpoint:
+            return OtlpTarget(signal, endpoint, protocol)
+        if not self.otlp_endpoint:
+            return None
+        if protocol == "http/protobuf":
+            return OtlpTarget(signal, self.otlp_endpoint.rstrip("/") + f"/v1/{signal}", protocol)
+        return OtlpTarget(signal, self.otlp_endpoint, protocol)
+
+
+class OtlpTarget(NamedTuple):
+    """One signal's OTLP destination: `endpoint` exactly as the exporter gets it."""
+
+    signal: str
+    endpoint: str
+    protocol: str
+
+
+def _is_url(value: str) -> bool:
+    parsed = urlsplit(value)
+    return parsed.scheme in ("http", "https") and bool(parsed.netloc)
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -288,7 +355,17 @@ class _EnvReader:
         _report(EnvProblem(name, raw, "expected true or false", default), self._problems)
         return default
 
-    def choice(self, name: str, choices: tuple[str, ...], default: str, upper: bool = False) -> str:
+    def url(self, name: str) -> str | None:
+        raw = self._env.get(name)
+        if raw is None or not raw.strip():
+            return None
+        if _is_url(raw.strip()):
+            return raw.strip()
+        _report(EnvProblem(name, raw, "expected an http:// or https:// URL", "no per-signal endpoint"),
+                self._problems)
+        return None
+
+    def choice(self, name: str, choices: tuple[str, ...], default: Any, upper: bool = False) -> Any:
         raw = self._env.get(name)
         if raw is None or not raw.strip():
             return default

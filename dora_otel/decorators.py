@@ -58,9 +58,8 @@ from dora_otel._runtime import (
     price_key,
     safe_value,
     size_key,
-    span_attributes,
+    span_event,
 )
-from dora_otel._runtime import attrs as _attrs
 from dora_otel.context import DecisionRef, current_decision
 from dora_otel.events import OrderStatus, SchemaError
 from dora_otel.exchange import safe_text
@@ -352,14 +351,14 @@ def decision_cycle(fn: F | None = None, /, *, market: Any = None, loop: Any = No
                     loop_no = runtime.loops[mkt]
             span = runtime.tracer.start_span(
                 f"decision {mkt}" if mkt is not None else "decision", context=_EMPTY,
-                attributes=_attrs({"dora.event_type": "DECISION_MADE", "dora.market": attr(mkt), "dora.loop": attr(loop_no)}),
+                event=span_event("DECISION_MADE", {"market": mkt, "loop": loop_no}),
             )
             ctx = span.get_span_context()
             decision = Decision(format(ctx.trace_id, "032x"), mkt, ctx)
             with runtime.lock:
                 runtime.running[mkt] = decision
             state = _CallState(runtime, span, {"market": mkt, "loop": loop_no}, args, kwargs, _perf(), decision)
-            state.token = otel_context.attach(set_span_in_context(span))
+            state.token = otel_context.attach(set_span_in_context(span.api_span))
             state.decision_token = current_decision.set(DecisionRef(decision.decision_id, mkt, ctx))
             state.active_token = _active_decision.set(decision)
             return state
@@ -391,8 +390,7 @@ def decision_cycle(fn: F | None = None, /, *, market: Any = None, loop: Any = No
                 fields = {"market": state.fields["market"], "loop": state.fields["loop"],
                           "error_type": safe_text(type(exc).__name__, 200), "error_msg": error_msg,
                           "stack": _stack(exc), "where": name, "seq": _next_seq()}
-                span.set_attributes(span_attributes("DECISION_MADE", dict(
-                    fields, target_count=0, targets=[], error_msg=error_msg[:1000]), ("error_type",)))
+                span.set_event("DECISION_MADE", dict(fields, target_count=0, targets=[], error_msg=error_msg[:1000]))
                 runtime.emit(logging.ERROR, "ERROR",
                              f"decision for {state.fields['market']} raised {fields['error_type']}", fields)
             finally:
@@ -436,7 +434,7 @@ def _decided(state: _CallState, targets: list[dict[str, Any]], spread_value: Any
     fields = {"seq": _next_seq(), "market": mkt, "decision_id": decision.decision_id, "loop": state.fields["loop"],
               "target_count": len(targets), "spread": spread_value, "targets": targets,
               "expected_orders_hash": expected_orders_hash(targets)}
-    span.set_attributes(span_attributes("DECISION_MADE", fields, ("target_count",)))
+    span.set_event("DECISION_MADE", fields)
     runtime.emit(logging.INFO, "DECISION_MADE", f"decision for {mkt}: {len(targets)} target orders", fields, span)
     if runtime.watchdog is not None:
         runtime.watchdog.decision_made(decision.decision_id, mkt)
@@ -504,10 +502,10 @@ def order_place(fn: F | None = None, /, *, result: Callable[[Any], Any] | None =
                 slot, decision_id, parent_ctx = bot_slot, None, _EMPTY
             fields = {"seq": _next_seq(), "market": mkt, "decision_id": decision_id, "side": side,
                       "price": price, "size": size, "client_order_id": coid, "slot": slot}
-            span = runtime.tracer.start_span("order.place", context=parent_ctx, attributes=span_attributes(
-                "ORDER_PLACE", fields, ("market", "side", "client_order_id")))
+            span = runtime.tracer.start_span("order.place", context=parent_ctx,
+                                             event=span_event("ORDER_PLACE", fields))
             state = _CallState(runtime, span, fields, args, kwargs, decision=decision)
-            state.token = otel_context.attach(set_span_in_context(span))
+            state.token = otel_context.attach(set_span_in_context(span.api_span))
             if decision is not None and current_decision.get() is None:
                 state.decision_token = current_decision.set(DecisionRef(decision.decision_id, mkt, decision.span_context))
             if decision is not None:
@@ -610,8 +608,8 @@ def _order_result(state: _CallState, outcome: exchange.Outcome, latency_ms: floa
         fields["stack"] = _stack(exc)
     # ORDER_RESULT is its own child span of the decision, at the moment the answer arrived.
     parent_ctx = state.decision.parent_context if state.decision else _EMPTY
-    result_span = runtime.tracer.start_span("order.result", context=parent_ctx, attributes=span_attributes(
-        "ORDER_RESULT", fields, ("status", "order_id", "client_order_id")))
+    result_span = runtime.tracer.start_span("order.result", context=parent_ctx,
+                                            event=span_event("ORDER_RESULT", fields))
     if status != "ACCEPTED":
         result_span.set_status(Status(StatusCode.ERROR, error_msg or status))
     result_span.end()
@@ -671,11 +669,16 @@ def order_cancel(fn: F | None = None, /, **field_names: Any) -> Any:
                 "requested_by_decision_id": requested_by.decision_id if requested_by else None}
             # The ledger journals the request when this span starts (before the call) and the outcome
             # when it ends (ledger/processor.py), so a kill -9 during a slow cancel keeps the intent.
+            # A cancel of an order no decision of this run knows is kept under unmatched:<market>
+            # like a FILL (the ledger refuses a record without decision_id); explain joins it to the
+            # decision that placed the order by order_id at read time (query/sources.OrderJoin).
+            record = fields if decision_id else dict(
+                fields, decision_id=f"unmatched:{mkt if mkt is not None else 'unknown'}")
             span = runtime.tracer.start_span(
                 "order.cancel", context=set_span_in_context(NonRecordingSpan(parent)) if parent else _EMPTY,
-                attributes=span_attributes("ORDER_CANCEL", fields, ("market", "order_id")))
+                event=span_event("ORDER_CANCEL", record))
             state = _CallState(runtime, span, fields, args, kwargs, ref=ref)
-            state.token = otel_context.attach(set_span_in_context(span))
+            state.token = otel_context.attach(set_span_in_context(span.api_span))
             try:
                 runtime.emit(logging.INFO, "ORDER_CANCEL", f"cancelling order {order_id} on {mkt}", dict(fields), span)
             except BaseException:  # (SchemaError in strict mode) leave the caller's context as it was
@@ -785,7 +788,7 @@ def _suppressed(runtime: _runtime.Runtime, reason: Any, market: Any, side: Any, 
     record = dict(fields, decision_id=fields["decision_id"] or f"unmatched:{mkt}")
     span = runtime.tracer.start_span(  # the ledger records ORDER_SUPPRESSED when its span starts
         "order.suppressed", context=decision.parent_context if decision else _EMPTY,
-        attributes=span_attributes("ORDER_SUPPRESSED", record, ("market", "reason", "client_order_id")))
+        event=span_event("ORDER_SUPPRESSED", record))
     try:
         what = f"{side} {size}@{price}" if side is not None or price is not None else "an order"
         runtime.emit(logging.INFO, "ORDER_SUPPRESSED", f"not sending {what} on {mkt}: {fields['reason']}",

@@ -25,7 +25,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import NonRecordingSpan, set_span_in_context
 
 from dora_otel import _runtime, identity
-from dora_otel._runtime import span_attributes
+from dora_otel._runtime import span_event
 from dora_otel.context import DecisionRef, current_decision, rename_reserved
 from dora_otel.events import SchemaError
 
@@ -57,7 +57,7 @@ def _guarded(fn: Any) -> Any:
 
 
 @_guarded
-def record_fill(runtime: _runtime.Runtime, market: str | None = None, side: Any = None, price: Any = None,
+def record_fill(runtime: _runtime.Runtime, /, market: str | None = None, side: Any = None, price: Any = None,
                 size: Any = None, pnl_delta: Any = None, *, order_id: Any = None, client_order_id: Any = None,
                 **extra: Any) -> str | None:
     """Log FILL (and record it in the ledger), joined to the decision that placed the order.
@@ -88,9 +88,8 @@ def record_fill(runtime: _runtime.Runtime, market: str | None = None, side: Any 
         parent_ctx = _EMPTY
     unmatched_id = f"unmatched:{market}" if market is not None else "unmatched:unknown"
     record = dict(fields, decision_id=ref.decision_id if ref else unmatched_id)
-    span = runtime.tracer.start_span("fill", context=parent_ctx, attributes=span_attributes(
-        "FILL", record, ("market", "order_id", "client_order_id")))
-    token = otel_context.attach(set_span_in_context(span))
+    span = runtime.tracer.start_span("fill", context=parent_ctx, event=span_event("FILL", record))
+    token = otel_context.attach(set_span_in_context(span.api_span))
     decision_token = (current_decision.set(DecisionRef(ref.decision_id, market, ref.span_context))
                       if ref else None)
     try:
@@ -120,7 +119,7 @@ def _link(orders: Any, ref: Any, order_id: Any) -> None:
 
 
 @_guarded
-def link_order(runtime: _runtime.Runtime, client_order_id: Any, order_id: Any) -> str | None:
+def link_order(runtime: _runtime.Runtime, /, client_order_id: Any, order_id: Any) -> str | None:
     """Tell dora-otel the exchange's order_id of an order it knows by client_order_id.
 
     For a placement whose answer never came (a timeout: UNKNOWN) and whose retry got Kalshi's 409
@@ -139,16 +138,17 @@ def link_order(runtime: _runtime.Runtime, client_order_id: Any, order_id: Any) -
 
 
 @_guarded
-def risk_halt(runtime: _runtime.Runtime, reason: str, daily_pnl: Any, **extra: Any) -> None:
+def risk_halt(runtime: _runtime.Runtime, /, reason: str, daily_pnl: Any, **extra: Any) -> None:
     """Log RISK_HALT: trading was halted (the `dora-bot-risk-halt` alarm fires on it)."""
     runtime.emit(logging.ERROR, "RISK_HALT", f"trading halted: {reason}",
                  {**rename_reserved(extra), "reason": reason, "daily_pnl": daily_pnl})
 
 
 @_guarded
-def heartbeat(runtime: _runtime.Runtime, markets_active: int, open_orders_count: int, **extra: Any) -> None:
+def heartbeat(runtime: _runtime.Runtime, /, markets_active: int, open_orders_count: int, **extra: Any) -> None:
     """Log HEARTBEAT with the ledger's health counters (`ledger_*` fields). Call it every N loops."""
     fields = {**rename_reserved(extra), "markets_active": markets_active, "open_orders_count": open_orders_count}
-    for key, value in runtime.stats().items():
-        fields[key if key.startswith("logs_") else f"ledger_{key}"] = value
-    runtime.emit(logging.INFO, "HEARTBEAT", f"heartbeat: {markets_active} markets, {open_orders_count} open orders", fields)
+    for key, value in runtime.stats().items():  # logs_dropped / spans_dropped keep their names
+        fields[key if key.startswith(("logs_", "spans_")) else f"ledger_{key}"] = value
+    runtime.emit(logging.INFO, "HEARTBEAT",
+                 f"heartbeat: {markets_active} markets, {open_orders_count} open orders", fields)

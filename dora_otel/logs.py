@@ -5,9 +5,12 @@ the pipeline that keeps their cost off the trading thread.
 Every record becomes exactly one JSON object on one line, including the bot's own plain
 `logger.info("...")` calls. On the thread that logs, `LogPipeline` only captures what that thread
 alone knows (trace context, decision, bound fields, `seq`, the formatted message and stack) and
-enqueues the record (a stdlib QueueHandler); a writer thread drains the queue in batches, formats
-the lines and writes them. Logs are best effort and never block: a full queue drops the line and
-counts it.
+enqueues the record (a stdlib QueueHandler); dora-otel's own event lines skip the LogRecord and are
+queued as compact `_Line`s by `_runtime.Runtime.emit`, and dora's ended spans ride the same queue
+(spans.py). The writer thread — the one event thread — drains the queue in batches, formats the
+lines, writes each batch with one write per output, and builds and hands on the spans. Logs and
+spans are best effort and never block: a full queue drops the line or span and counts it
+(`LogPipeline.stats()`: `logs_dropped`, `spans_dropped`).
 
 Scrubbing (scrub.py) happens on the writer thread, once per line, for every field: the message,
 `extra=` values, bound fields and event fields alike. Reserved base fields keep dora-otel's own
@@ -228,8 +231,38 @@ class JsonFormatter(logging.Formatter):
         return dumps_line(scrub_record(line, _LINE_TRUSTED))
 
 
+class BatchStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that collects the lines of one batch and writes them with one `write` and
+    one `flush` when the writer thread has drained the queue (`flush()`). Each write or flush may
+    release the GIL, and getting it back from a busy trading thread can take a switch interval
+    (5 ms): one per batch instead of one per line. Runs on the writer thread."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._buffer: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._buffer.append(self.format(record) + self.terminator)
+            if len(self._buffer) >= 1000:
+                self.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        buffer, self._buffer = self._buffer, []
+        if buffer:
+            try:
+                self.stream.write("".join(buffer))
+            except Exception:
+                pass  # stdout gone: nothing else to tell it to
+        super().flush()
+
+
 def stream_handler(stream: Any, formatter: logging.Formatter) -> logging.Handler:
-    handler = logging.StreamHandler(stream)
+    handler = BatchStreamHandler(stream)
     handler.setFormatter(formatter)
     handler.set_name("dora-otel-stdout")
     return handler
@@ -404,6 +437,39 @@ class _Flush:
         self.done = threading.Event()
 
 
+# Every attribute a LogRecord made by dora_otel's own logger has, except the per-line ones set in
+# _Line.record (the writer thread is the only user; process/thread are those of the pipeline).
+_LINE_TEMPLATE = dict(vars(logging.LogRecord(_OWN_LOGGER, logging.INFO, "dora_otel", 0, "", None, None)))
+_START_TIME = _LINE_TEMPLATE["created"] - _LINE_TEMPLATE["relativeCreated"] / 1000.0
+
+
+class _Line:
+    """One dora event line as the trading thread queues it: level, message, the event's complete
+    fields (ids, decision, bound fields already captured) and its time. The writer makes the
+    LogRecord the handlers take (logs.event_fields finds the fields cached on it)."""
+
+    __slots__ = ("level", "message", "fields", "created")
+
+    def __init__(self, level: int, message: str, fields: dict[str, Any], created: float) -> None:
+        self.level, self.message, self.fields, self.created = level, message, fields, created
+
+    def record(self) -> logging.LogRecord:
+        """The LogRecord for the handlers, from a template (LogRecord.__init__ asks the OS for the
+        process and thread each time: a few µs per line on the event thread)."""
+        record: logging.LogRecord = _new_record(logging.LogRecord)
+        rd = record.__dict__
+        rd.update(_LINE_TEMPLATE)
+        created = self.created
+        rd["levelno"] = self.level
+        rd["levelname"] = logging.getLevelName(self.level)
+        rd["msg"] = self.message
+        rd["created"] = created
+        rd["msecs"] = (created - int(created)) * 1000.0
+        rd["relativeCreated"] = (created - _START_TIME) * 1000.0
+        rd["_dora_fields"] = self.fields
+        return record
+
+
 class _EnqueueHandler(logging.handlers.QueueHandler):
     """Runs on the logging thread: O(1), never blocks, never formats the JSON line."""
 
@@ -468,15 +534,41 @@ class _Writer:
                 return
 
     def _drain(self) -> None:
+        written = False
+        try:
+            written = self._drain_batch()
+        finally:
+            if written:
+                self._flush_handlers()
+
+    def _flush_handlers(self) -> None:
+        for handler in self._handlers:
+            try:
+                handler.flush()
+            except Exception:  # a broken handler must not stop the writer
+                pass
+
+    def _drain_batch(self) -> bool:
         get = self._queue.get_nowait
+        written = False
         while True:
             try:
                 record = get()
             except queue.Empty:
-                return
-            if isinstance(record, _Flush):
-                record.done.set()
+                return written
+            kind = type(record)
+            if kind is _Line:
+                record = record.record()
+            elif kind is not logging.LogRecord:
+                if kind is _Flush:
+                    if written:  # everything before the marker is out of the buffers too
+                        self._flush_handlers()
+                        written = False
+                    record.done.set()
+                else:  # a dora span (spans.LiteSpan): build it, hand it to the span processors
+                    record.tracer.export(record)
                 continue
+            written = True
             for handler in self._handlers:
                 if record.levelno >= handler.level:
                     try:
@@ -496,6 +588,7 @@ class LogPipeline:
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.max_pending = max_pending
         self.queue_dropped = 0
+        self.spans_dropped = 0
         self.handler = _EnqueueHandler(self)
         self._writer = _Writer(self.queue, handlers, interval_s)
         self._started = False
@@ -507,6 +600,25 @@ class LogPipeline:
     def dropped(self) -> int:
         """Lines lost: refused by the full queue, or not written by the log file (`logs_dropped`)."""
         return self.queue_dropped + sum(getattr(h, "lines_dropped", 0) for h in self._writer._handlers)
+
+    def stats(self) -> dict[str, int]:
+        """The pipeline's loss counters: `logs_dropped` (lines) and `spans_dropped` (spans refused by
+        the full event queue). Any thread."""
+        return {"logs_dropped": self.dropped, "spans_dropped": self.spans_dropped}
+
+    def put_line(self, level: int, message: str, fields: dict[str, Any], created: float) -> None:
+        """Queue one dora event line (trading thread; O(1); a full queue drops and counts it)."""
+        if self.queue.qsize() >= self.max_pending:
+            self.queue_dropped += 1
+            return
+        self.queue.put_nowait(_Line(level, message, fields, created))
+
+    def enqueue_span(self, span: Any) -> None:
+        """Queue one ended dora span for export (trading thread; O(1); a full queue drops and counts it)."""
+        if self.queue.qsize() >= self.max_pending:
+            self.spans_dropped += 1
+            return
+        self.queue.put_nowait(span)
 
     def _reporter(self, source: logging.Handler) -> Any:
         """A function the writer thread calls to write one dora-otel line about `source` straight to
@@ -523,9 +635,11 @@ class LogPipeline:
         return report
 
     def start(self) -> None:
+        global ACTIVE_PIPELINE
         self._writer.thread.start()
         self._started = True
         _live_pipelines.add(self)
+        ACTIVE_PIPELINE = self
 
     def _after_fork_in_child(self) -> None:
         """A forked child inherits the queue but not the writer thread: give it both afresh
@@ -551,8 +665,11 @@ class LogPipeline:
         """Write what is queued (within timeout_s) and stop the listener thread."""
         if not self._started:
             return True
+        global ACTIVE_PIPELINE
         flushed = self.flush(timeout_s)
         self._started = False
+        if ACTIVE_PIPELINE is self:
+            ACTIVE_PIPELINE = None
         _live_pipelines.discard(self)
         self._writer.stop()
         self._writer.thread.join(timeout=max(0.1, timeout_s))
@@ -560,6 +677,8 @@ class LogPipeline:
 
 
 _live_pipelines: weakref.WeakSet[LogPipeline] = weakref.WeakSet()
+#: The started pipeline dora's own lines and spans go to (the event thread); None when not set up.
+ACTIVE_PIPELINE: LogPipeline | None = None
 
 
 def _restart_writers_in_child() -> None:

@@ -4,6 +4,8 @@ This module owns the interfaces other parts implement or call, and the types tha
 
 * :class:`Sink` — where the execution ledger's records end up (DynamoDB, SQLite, memory).
 * :class:`LedgerReader` — the queries ``explain`` and ``reconcile`` run against a ledger store.
+* :class:`OrderReader` — the one optional query more: the records that carry given order_ids (the
+  read-time join of fills and cancels recorded by a later run, see docs/ARCHITECTURE.md "Order index").
 * ``OrderSource`` — the exchange's view of orders, for reconciliation (see the marked place below).
 * :class:`WriteResult` and the sink error hierarchy.
 
@@ -20,7 +22,9 @@ Errors raised by a sink, as a tree::
         │                          credentials, access denied, a broken database file)
         ├── InvalidRecordError     one record can never be stored (NaN/inf, an item over 400 KB,
         │                          a missing key field); ``.record`` and ``.field`` name it
-        └── BatchTooLargeError     more records in one call than the sink takes (also a ValueError)
+        ├── BatchTooLargeError     more records in one call than the sink takes (also a ValueError)
+        └── MissingIndexError      a read needs an index the store lacks (``gsi_order`` on tables
+                                   created by an older dora-otel); ``.index`` and ``.table`` name it
 
 Every ``SinkError`` raised for a backend failure is raised ``from`` the original botocore or sqlite3
 exception, so the cause stays in the traceback.
@@ -37,6 +41,8 @@ __all__ = [
     "BatchTooLargeError",
     "InvalidRecordError",
     "LedgerReader",
+    "MissingIndexError",
+    "OrderReader",
     "OrderSource",
     "PermanentSinkError",
     "Record",
@@ -81,6 +87,16 @@ class InvalidRecordError(PermanentSinkError):
 
 class BatchTooLargeError(PermanentSinkError, ValueError):
     """``write_batch`` was given more records than the sink accepts in one call."""
+
+
+class MissingIndexError(PermanentSinkError):
+    """A read needs an index the store does not have (yet): ``index`` on ``table``. The message
+    says how to add it. Readers fall back to what they can answer without it and say so."""
+
+    def __init__(self, message: str, *, index: str, table: str) -> None:
+        super().__init__(message)
+        self.index = index
+        self.table = table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,6 +187,24 @@ class LedgerReader(Protocol):
     ) -> list[Record]:
         """The run's execution records (partition ``bot_run_id``), optionally limited to
         ``start_ts <= event_ts <= end_ts``, ordered by ``event_ts`` then ``seq``."""
+        ...
+
+
+@runtime_checkable
+class OrderReader(Protocol):
+    """A ledger reader that can also find records by the exchange's order id (all three sinks).
+
+    Thread: as :class:`LedgerReader`. On DynamoDB one Query of the sparse GSI ``gsi_order`` per
+    order_id (never a Scan); on SQLite one indexed SELECT.
+    """
+
+    def records_for_orders(self, order_ids: Sequence[str]) -> list[Record]:
+        """Every execution record whose ``order_id`` is one of ``order_ids``, whatever its
+        decision_id (also ``unmatched:<market>``), ordered by ``event_ts`` then ``seq``.
+
+        Raises:
+            MissingIndexError: the store has no order_id index (a DynamoDB table created before it).
+        """
         ...
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from dora_otel import _runtime, identity, logs, scrub, tracing
+from dora_otel import _runtime, identity, logs, otel_setup, scrub, tracing
 from dora_otel._version import __version__
 from dora_otel.config import (
     DORA_DATA_DIR,
@@ -38,7 +38,11 @@ _global_provider_installed = False
 
 class Telemetry:
     """The handle `setup()` returns. Attributes: `bot_run_id`, `bot_version`, `env`, `config`,
-    `resource_attributes`, `ledger` (or None)."""
+    `resource_attributes` (those dora's spans carry), `ledger` (or None), and the tracing seam:
+    `tracer_provider` (ours, or the bot's SDK provider when adopted, see otel_setup.py),
+    `owns_provider` (False when adopted: shutdown() then only flushes it), `span_resource` (the
+    Resource dora's spans carry) and `span_processor` (the processor dora's ended spans are handed
+    to: the provider's active processor, or otel_setup.AdoptedSpanProcessor)."""
 
     def __init__(self, config: Config, bot_version: str, resource_attributes: dict[str, str]) -> None:
         self.config = config
@@ -48,6 +52,11 @@ class Telemetry:
         self.resource_attributes = resource_attributes
         self.ledger: Any = None
         self.tracer_provider: Any = None
+        self.owns_provider = True
+        self.span_resource: Any = None
+        self.span_processor: Any = None
+        self._span_exporter: Any = None  # ours only: its spans_dropped counter (the spans file's)
+        self._bot_log_filters: list[tuple[logging.Handler, logging.Filter]] = []  # see otel_setup.ScrubDoraRecords
         self.logger_provider: Any = None
         self.closed = False
         self._handlers: list[logging.Handler] = []
@@ -61,16 +70,26 @@ class Telemetry:
     def stats(self) -> dict[str, Any]:
         """The ledger's counters (enqueued, shipped, retried, rejected, dropped, journal_bytes and
         journal_records as on disk, oldest_unshipped_age_s, memory_records, durable, ...; see
-        `Ledger`) plus `logs_dropped`, lines dropped because the log queue was full. Cheap; any
-        thread."""
+        `Ledger`) plus `logs_dropped`, lines dropped because the log queue was full, and
+        `spans_dropped`: spans the spans file could not write plus, when the log pipeline counts them
+        (`stats()`), spans its queue refused. Cheap; any thread."""
         out: dict[str, Any] = {}
         if self.ledger is not None:
             try:
                 out.update(self.ledger.stats())
             except Exception:
                 pass
+        queued_spans_dropped = 0
         if self._pipeline is not None:
             out["logs_dropped"] = self._pipeline.dropped
+            pipeline_stats = getattr(self._pipeline, "stats", None)  # an event pipeline's own counters
+            if callable(pipeline_stats):
+                try:
+                    queued_spans_dropped = int(pipeline_stats().get("spans_dropped", 0) or 0)
+                except Exception:
+                    pass
+        if self.tracer_provider is not None:
+            out["spans_dropped"] = int(getattr(self._span_exporter, "spans_dropped", 0) or 0) + queued_spans_dropped
         return out
 
     def flush(self, timeout_s: float = 5.0) -> bool:
@@ -129,7 +148,7 @@ class Telemetry:
                 pass
         stats = self.stats()
         fields = {"reason": reason, "graceful": graceful, "flushed": flushed, "bot_version": self.bot_version}
-        fields.update({k if k.startswith("logs_") else f"ledger_{k}": v for k, v in stats.items()})
+        fields.update({k if k.startswith(("logs_", "spans_")) else f"ledger_{k}": v for k, v in stats.items()})
         try:
             if runtime is not None:
                 runtime.emit(logging.INFO, "SHUTDOWN", f"shutdown: {reason}", fields)
@@ -140,7 +159,10 @@ class Telemetry:
             flushed &= self._pipeline.stop(max(0.5, _left(deadline)))
         if self.tracer_provider is not None:
             try:
-                self.tracer_provider.shutdown()
+                if self.owns_provider:
+                    self.tracer_provider.shutdown()
+                else:  # the bot's provider: its spans keep flowing after ours stop
+                    flushed &= bool(self.tracer_provider.force_flush(int(max(0.1, _left(deadline)) * 1000)))
             except Exception:
                 flushed = False
         if self.logger_provider is not None:
@@ -157,6 +179,7 @@ class Telemetry:
 
     def _restore(self) -> None:
         root = logging.getLogger()
+        otel_setup.unwatch(self._bot_log_filters)
         if self._pipeline is not None:
             root.removeHandler(self._pipeline.handler)
         for handler in self._handlers:
@@ -251,11 +274,20 @@ def _setup(config: Config, problems: list[EnvProblem], overrides: dict[str, Any]
     identity_fields = {"service": config.service_name, "env": config.env,
                        "bot_version": bot_version, "bot_run_id": identity.BOT_RUN_ID}
     batch_span = otel_batch_settings("OTEL_BSP_", problems=problems)
-    otlp_logs = bool(config.otlp_endpoint) and not config.sdk_disabled
+    otlp_logs = config.otlp_target("logs") is not None
     batch_log = otel_batch_settings("OTEL_BLRP_", problems=problems) if otlp_logs else None
     log_limits = otel_log_limit_overrides(problems=problems) if otlp_logs else None
     limits = otel_span_limit_overrides(problems=problems)
     data_dir_error = _probe_data_dir(config)
+    selection = otel_setup.Selection("own") if config.sdk_disabled else otel_setup.select_provider()
+    adoption = None
+    if selection.provider is not None and config.adopt_provider:
+        try:
+            adoption = otel_setup.adopt(selection.provider, attributes, __version__)
+        except Exception as err:  # an SDK whose Tracer we do not know: our own pipeline, as before
+            selection = otel_setup.Selection("own", foreign=f"{type(selection.provider).__name__} ({err})")
+        else:
+            telemetry.resource_attributes = {k: v for k, v in adoption.resource.attributes.items()}  # type: ignore[misc]
     late_errors = _install_logging(telemetry, config, identity_fields, data_dir_error is None, batch_log,
                                    log_limits)
     reported: set[str] = set()
@@ -270,12 +302,41 @@ def _setup(config: Config, problems: list[EnvProblem], overrides: dict[str, Any]
     for message, exc in late_errors:
         _log.error(message, exc, extra={"event_type": "ERROR", "error_type": type(exc).__name__,
                                         "error_msg": str(exc)})
+    notices: list[tuple[int, str, dict[str, Any]]] = []  # logged after STARTUP, the run's first line
+    kept = otel_setup.otel_log_handlers(logging.getLogger().handlers)
+    if kept:
+        notices.append((logging.INFO, f"the bot's OpenTelemetry log handler ({type(kept[0]).__name__}) stays on "
+                        "the root logger" + ("; dora-otel adds no second OTLP log export" if otlp_logs else ""),
+                        {"otel_log_handler": "bot"}))
     if config.sdk_disabled:  # OTEL_SDK_DISABLED: JSON lines with decision ids, no spans, no ledger
         tracer: Any = tracing.IdOnlyTracer()
+    elif adoption is not None:  # the bot's SDK provider: its processors and exporters, no second pipeline
+        telemetry.tracer_provider = selection.provider
+        telemetry.owns_provider = False
+        telemetry.span_resource = adoption.resource
+        telemetry.span_processor = adoption.processor
+        telemetry.ledger = _start_ledger(config, adoption.processor, identity_fields, bot_version,
+                                         durable=data_dir_error is None)
+        tracer = adoption.tracer
+        notices.append((logging.INFO, "dora-otel's spans go through the TracerProvider the bot installed (its "
+                        "processors and exporters; no spans file" + (", and OTEL_EXPORTER_OTLP_* is not used for "
+                        "traces" if config.otlp_target("traces") is not None else "") + ")",
+                        {"tracer_provider": "adopted"}))
     else:
-        provider = _build_provider(config, attributes, data_dir_error is None, batch_span, limits)
+        if selection.foreign is not None:
+            notices.append((logging.WARNING, f"the installed tracer provider {selection.foreign} is not an "
+                            "OpenTelemetry SDK TracerProvider and cannot be adopted; dora-otel's spans use their "
+                            "own provider and exporter", {"tracer_provider": "own"}))
+        elif selection.provider is not None:
+            notices.append((logging.INFO, "adopt_provider=False: dora-otel's spans use their own provider and "
+                            "exporter, next to the TracerProvider the bot installed", {"tracer_provider": "own"}))
+        provider = _build_provider(telemetry, config, attributes, data_dir_error is None, batch_span, limits)
+        otel_setup.mark_ours(provider)
         telemetry.tracer_provider = provider
-        _install_global_provider(provider)
+        telemetry.span_resource = provider.resource
+        telemetry.span_processor = getattr(provider, "_active_span_processor", None)
+        if selection.mode == "own" and selection.provider is None and selection.foreign is None:
+            _install_global_provider(provider)  # a foreign / the bot's provider keeps the global slot
         telemetry.ledger = _start_ledger(config, provider, identity_fields, bot_version,
                                          durable=data_dir_error is None)
         tracer = provider.get_tracer("dora_otel")
@@ -286,13 +347,20 @@ def _setup(config: Config, problems: list[EnvProblem], overrides: dict[str, Any]
         from dora_otel.ledger.orders import open_index
         runtime.orders = open_index(config.data_dir, runtime.orders)
     _runtime.ACTIVE = runtime
-    runtime.emit(logging.INFO, "STARTUP", f"{config.service_name} {bot_version} starting (run {identity.BOT_RUN_ID}, env {config.env})", {
+    starting = f"{config.service_name} {bot_version} starting (run {identity.BOT_RUN_ID}, env {config.env})"
+    runtime.emit(logging.INFO, "STARTUP", starting, {
         "bot_version": bot_version, "env": config.env, "ledger": config.ledger if not config.sdk_disabled else "off",
         "otlp_endpoint": config.otlp_endpoint, "data_dir": str(config.data_dir),
+        # where each signal is exported over OTLP by dora-otel itself (None: local, or the bot's set-up)
+        "otlp_traces": _target_text(config.otlp_target("traces")) if telemetry.owns_provider else None,
+        "otlp_logs": _target_text(config.otlp_target("logs")) if telemetry.logger_provider is not None else None,
+        "tracer_provider": "off" if config.sdk_disabled else "own" if telemetry.owns_provider else "adopted",
         "service_instance_id": attributes["service.instance.id"],
         "dora_otel_version": __version__,
         "ledger_durable": telemetry.ledger is not None and not telemetry.ledger.memory_only,
     })
+    for level, message, fields in notices:
+        _log.log(level, "%s", message, extra={"_dora": fields})
     if telemetry.ledger is not None:
         telemetry.ledger.start()
     if config.watchdog_seconds > 0:
@@ -348,12 +416,14 @@ def _abort(saved: _LoggingState) -> None:
             with contextlib.suppress(Exception):
                 if handler.name != "dora-otel-stdout":
                     handler.close()
-        for provider in (telemetry.tracer_provider, telemetry.logger_provider):
+        owned = (telemetry.tracer_provider if telemetry.owns_provider else None, telemetry.logger_provider)
+        for provider in owned:
             with contextlib.suppress(Exception):
                 if provider is not None:
                     provider.shutdown()
         with contextlib.suppress(Exception):
             atexit.unregister(telemetry._at_exit)
+        otel_setup.unwatch(telemetry._bot_log_filters)
     if _runtime.ACTIVE is not None and telemetry is not None:
         _runtime.ACTIVE = None
     saved.restore()
@@ -362,7 +432,7 @@ def _abort(saved: _LoggingState) -> None:
 def _probe_data_dir(config: Config) -> OSError | None:
     """Can files be created in the data directory? Only asked when something would write there."""
     uses_disk = (not config.container_mode) or (not config.sdk_disabled and (
-        not config.otlp_endpoint or config.ledger != "off" or config.ledger_sink is not None))
+        config.otlp_target("traces") is None or config.ledger != "off" or config.ledger_sink is not None))
     if not uses_disk:
         return None
     probe = config.data_dir / f".dora-otel-probe-{os.getpid()}"
@@ -386,7 +456,7 @@ def _report_data_dir(config: Config, overrides: dict[str, Any], exc: OSError) ->
     if not config.sdk_disabled and (config.ledger != "off" or config.ledger_sink is not None):
         ledger = ("records are kept in memory only: NOT durable, counted in ledger_unjournaled, and "
                   "those not shipped at exit are lost and counted in ledger_dropped")
-    spans = "exported over OTLP" if config.otlp_endpoint else "not kept"
+    spans = "exported over OTLP" if config.otlp_target("traces") is not None else "not kept"
     _log.error(
         "data directory %s (%s) is unusable (%s: %s); falling back: JSON lines on the stream only, "
         "spans %s, execution ledger: %s",
@@ -405,6 +475,8 @@ def _install_logging(telemetry: Telemetry, config: Config, identity_fields: dict
     telemetry._saved_root = (root.level, list(root.handlers))
     telemetry._saved_otel_propagate = logging.getLogger("opentelemetry").propagate
     formatter = logs.JsonFormatter(identity_fields)
+    bot_otel_handlers = otel_setup.otel_log_handlers(root.handlers)  # the bot's own OTel log export stays
+    telemetry._bot_log_filters = otel_setup.watch_bot_log_handlers(bot_otel_handlers)  # sees dora's scrubbed
     handlers = [logs.stream_handler(config.stream if config.stream is not None else sys.stdout, formatter)]
     if not config.container_mode and disk_ok:
         try:
@@ -412,11 +484,11 @@ def _install_logging(telemetry: Telemetry, config: Config, identity_fields: dict
         except OSError as exc:
             message = "cannot open the log file under the data directory (%s); lines go to the stream only"
             errors.append((message, exc))
-    if config.otlp_endpoint and not config.sdk_disabled:
+    logs_target = config.otlp_target("logs")
+    if logs_target is not None and not bot_otel_handlers:  # else the bot's handler exports them already
         try:
-            telemetry.logger_provider = tracing.build_log_provider(
-                resource_attributes=telemetry.resource_attributes, endpoint=config.otlp_endpoint,
-                protocol=config.otlp_protocol, export_timeout_s=_export_timeout(config),
+            telemetry.logger_provider = otel_setup.otlp_log_provider(
+                logs_target, telemetry.resource_attributes, _export_timeout(config),
                 batch_options=batch_log, log_limits=_log_record_limits(log_limits))
             handlers.append(logs.otlp_handler(telemetry.logger_provider))
         except Exception as exc:  # the environment (SDK variables) can break it: lines still reach stdout
@@ -426,7 +498,8 @@ def _install_logging(telemetry: Telemetry, config: Config, identity_fields: dict
     pipeline.start()
     telemetry._pipeline = pipeline
     for handler in list(root.handlers):  # our JSON lines replace the bot's own formatting
-        root.removeHandler(handler)
+        if handler not in bot_otel_handlers:
+            root.removeHandler(handler)
     root.addHandler(pipeline.handler)
     root.setLevel(config.log_level)
     # The OTel SDK's and exporters' own chatter must not recurse into the OTLP handler endlessly.
@@ -443,35 +516,50 @@ def _log_record_limits(overrides: dict[str, int] | None) -> Any:
     return LogRecordLimits(**overrides)
 
 
-def _build_provider(config: Config, attributes: dict[str, str], disk_ok: bool, batch_span: dict[str, int],
-                    limits: dict[str, int]) -> Any:
+def _build_provider(telemetry: Telemetry, config: Config, attributes: dict[str, str], disk_ok: bool,
+                    batch_span: dict[str, int], limits: dict[str, int]) -> Any:
+    """Our TracerProvider and its one exporter: OTLP when traces have an OTLP target (config.otlp_target),
+    else the spans file, else (no usable data directory) nothing. The exporter is kept on `telemetry`
+    for its `spans_dropped` counter. An exporter the environment breaks falls back, with one ERROR."""
     from opentelemetry.sdk.trace import SpanLimits
 
-    exporter: Any = None
-    if not config.otlp_endpoint and not disk_ok:
-        exporter = _DiscardingExporter()  # no spans file without a data directory (said in its ERROR)
-    kwargs: dict[str, Any] = {
-        "resource_attributes": attributes, "endpoint": config.otlp_endpoint, "protocol": config.otlp_protocol,
-        "data_dir": config.data_dir, "export_timeout_s": _export_timeout(config), "batch_options": batch_span,
-        "span_limits": SpanLimits(**limits) if limits else None, "exporter": exporter,
-        "spans_max_bytes": config.spans_max_bytes, "spans_backups": config.spans_backups}
+    from dora_otel.spanfile import SpanFileExporter
+
+    target = config.otlp_target("traces")
+
+    def exporter(kind: str) -> Any:
+        if kind == "otlp" and target is not None:
+            return otel_setup.otlp_span_exporter(target, _export_timeout(config))
+        if kind == "file":
+            return SpanFileExporter(tracing.spans_file_path(config.data_dir), max_bytes=config.spans_max_bytes,
+                                    backups=config.spans_backups)
+        return _DiscardingExporter()  # no spans file without a data directory (said in its ERROR)
+
+    def build(kind: str) -> Any:
+        telemetry._span_exporter = exporter(kind)
+        return tracing.build_provider(
+            resource_attributes=attributes, endpoint=None, protocol=config.otlp_protocol, data_dir=config.data_dir,
+            export_timeout_s=_export_timeout(config), batch_options=batch_span,
+            span_limits=SpanLimits(**limits) if limits else None, exporter=telemetry._span_exporter)
+
+    kind = "otlp" if target is not None else "file" if disk_ok else "none"
     try:
-        return tracing.build_provider(**kwargs)
+        return build(kind)
     except Exception as exc:  # the SDK's exporter rejected its environment, or the spans file failed
-        fallback = "not exported"
-        if config.otlp_endpoint and disk_ok:
-            kwargs["endpoint"] = None  # the local spans file instead of the collector
-            fallback = f"written to {tracing.spans_file_path(config.data_dir)} instead"
-        else:
-            kwargs["exporter"] = _DiscardingExporter()
+        fallback, kind = "not exported", "none"
+        if target is not None and disk_ok:  # the local spans file instead of the collector
+            fallback, kind = f"written to {tracing.spans_file_path(config.data_dir)} instead", "file"
         _log.error("cannot set up span export (%s: %s); spans are %s (the execution ledger still records)",
                    type(exc).__name__, exc, fallback,
                    extra={"event_type": "ERROR", "error_type": type(exc).__name__, "error_msg": str(exc)})
         try:
-            return tracing.build_provider(**kwargs)
+            return build(kind)
         except Exception:
-            kwargs["exporter"] = _DiscardingExporter()
-            return tracing.build_provider(**kwargs)
+            return build("none")
+
+
+def _target_text(target: Any) -> str | None:
+    return None if target is None else f"{target.endpoint} ({target.protocol})"
 
 
 class _DiscardingExporter:

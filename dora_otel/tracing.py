@@ -5,8 +5,8 @@ http/protobuf per `OTEL_EXPORTER_OTLP_PROTOCOL`) to the collector. Without it th
 `<data_dir>/spans/spans.jsonl` as OTLP JSON (one export request per line, see spanfile.py),
 the embedded default.
 Both are behind a BatchSpanProcessor: best effort, never blocking the bot; and both are wrapped
-in `ScrubbingSpanExporter`, so every span is scrubbed (scrub.py) on the export thread, never on
-the trading thread.
+in `ScrubbingSpanExporter`, so every span is scrubbed (scrub.py) off the trading thread: dora's own
+spans (spans.py) when the event thread builds them, any other span on the export thread.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ SPANS_BACKUPS = 3  # DORA_SPANS_BACKUPS: the spans directory holds at most (3 + 
 class ExecutionAwareSampler(Sampler):
     """Defers to the configured sampler, but never drops an execution span.
 
-    A dropped span reaches no span processor, and the execution ledger is a span processor: so a
-    span carrying `dora.event_type` that the delegate would drop is kept as RECORD_ONLY — recorded
-    (the ledger sees it) but not sampled (exporters skip it).
+    A span carrying `dora.event_type` that the delegate would drop is kept as RECORD_ONLY —
+    recorded but not sampled (exporters skip it). dora's own spans ask it once per trace
+    (spans.LiteTracer); the ledger takes execution events directly, whatever it answers.
     """
 
     def __init__(self, delegate: Sampler) -> None:
@@ -59,8 +59,9 @@ class ExecutionAwareSampler(Sampler):
 
 
 class ScrubbingSpanExporter(SpanExporter):
-    """Wraps an exporter: each span is rebuilt with its name, attributes (the `dora.record` JSON
-    included), events, links' attributes and status description scrubbed, then handed on.
+    """Wraps an exporter: each span is rebuilt with its name, attributes, events, links' attributes
+    and status description scrubbed, then handed on (dora's own spans, scope `spans.DORA_SCOPE`,
+    were scrubbed with the same policy when the event thread built them).
     Runs on the BatchSpanProcessor's worker thread; a span that cannot be rebuilt is replaced by
     one whose attributes say so, never exported as it was."""
 
@@ -68,7 +69,10 @@ class ScrubbingSpanExporter(SpanExporter):
         self.inner = inner
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self.inner.export([scrub_span(span) for span in spans])
+        from dora_otel.spans import DORA_SCOPE  # dora's own spans were scrubbed when built
+
+        return self.inner.export([span if span.instrumentation_scope is DORA_SCOPE else scrub_span(span)
+                                  for span in spans])
 
     def shutdown(self) -> None:
         self.inner.shutdown()

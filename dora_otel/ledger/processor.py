@@ -1,8 +1,10 @@
-"""`ExecutionLedgerProcessor`: the OTel SpanProcessor that mirrors execution spans into the ledger.
+"""`ExecutionLedgerProcessor`: the seam that mirrors execution events into the ledger.
 
-It is independent of the trace pipeline: it is not a BatchSpanProcessor (which drops the oldest span
-when full and loses a batch on export failure), and it sees execution spans whatever the trace
-sampler says (tracing.ExecutionAwareSampler keeps them as RECORD_ONLY).
+It sits in the tracer provider's span processor list (so `setup()` and the benches attach and detach
+it like any processor), but its input is the event itself: dora's spans (spans.LiteSpan) call
+`on_event` / `on_decision` on the trading thread with the fields the decorator holds — nothing is
+parsed back from a span attribute. The span hooks ignore spans (dora's spans are exported off-thread,
+after their records were journaled). It is independent of the trace pipeline and of sampling.
 
 - ORDER_PLACE, ORDER_CANCEL (the request), FILL and ORDER_SUPPRESSED are recorded when their spans
   *start* — an attempt or a cancel is on record even if the process dies during the exchange call,
@@ -13,8 +15,8 @@ sampler says (tracing.ExecutionAwareSampler keeps them as RECORD_ONLY).
   request's fields);
 - one decision record per decision span, when it ends.
 
-`on_start` / `on_end` run on the bot's thread: they build a small dict and call `Ledger.append`,
-which journals and enqueues in O(1). They never raise.
+`on_event` / `on_decision` run on the bot's thread: they build a small dict and call
+`Ledger.append`, which journals and enqueues in O(1). They never raise.
 """
 
 from __future__ import annotations
@@ -27,8 +29,6 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from dora_otel.ledger.records import RecordBuilder
 
 _log = logging.getLogger("dora_otel.ledger")
-_START_EVENTS = frozenset({"ORDER_PLACE", "ORDER_CANCEL", "FILL", "ORDER_SUPPRESSED"})
-_END_EVENTS = frozenset({"ORDER_RESULT", "ORDER_CANCEL"})
 
 
 class ExecutionLedgerProcessor(SpanProcessor):
@@ -38,32 +38,29 @@ class ExecutionLedgerProcessor(SpanProcessor):
         self.errors = 0
 
     def on_start(self, span: Span, parent_context: Any = None) -> None:
+        """Spans are not read: records come from events (`on_event`)."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Spans are not read: records come from events (`on_event`, `on_decision`)."""
+
+    def on_event(self, event_type: str, fields: dict[str, Any], trace_id: int, span_id: int, ts_ns: int) -> None:
+        """Journal one execution record built from the event's fields. Trading thread; never raises."""
         try:
-            attrs = span.attributes
-            event_type = attrs.get("dora.event_type") if attrs else None
-            if event_type in _START_EVENTS:
-                self._ledger.append(self._builder.execution(event_type, attrs, span.context, span.start_time))
+            self._ledger.append(self._builder.execution_event(event_type, fields, trace_id, span_id, ts_ns))
         except Exception:
             self._failed()
 
-    def on_end(self, span: ReadableSpan) -> None:
+    def on_decision(self, fields: dict[str, Any], trace_id: int, span_id: int, start_ns: int, end_ns: int) -> None:
+        """Journal the decision record (its span ended). Trading thread; never raises."""
         try:
-            attrs = span.attributes
-            event_type = attrs.get("dora.event_type") if attrs else None
-            if event_type == "ORDER_CANCEL" and "dora.status" not in attrs:
-                return  # a cancel whose outcome was never set: its request record is all there is
-            if event_type in _END_EVENTS:
-                ts = span.end_time if event_type == "ORDER_CANCEL" else span.start_time
-                self._ledger.append(self._builder.execution(event_type, attrs, span.context, ts))
-            elif event_type == "DECISION_MADE":
-                self._ledger.append(self._builder.decision(attrs, span.context, span.start_time, span.end_time))
+            self._ledger.append(self._builder.decision_event(fields, trace_id, span_id, start_ns, end_ns))
         except Exception:
             self._failed()
 
     def _failed(self) -> None:
         self.errors += 1
         try:
-            _log.error("could not build a ledger record from a span", exc_info=True,
+            _log.error("could not build a ledger record from an event", exc_info=True,
                        extra={"_dora": {"event_type": "ERROR", "target": "execution_log"}})
         except Exception:
             pass

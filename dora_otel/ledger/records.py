@@ -1,4 +1,4 @@
-"""Span → ledger record: the flat, append-only, JSON-serializable rows of the execution ledger.
+"""Event → ledger record: the flat, append-only, JSON-serializable rows of the execution ledger.
 
 The field list and key layout are in docs/ARCHITECTURE.md ("Ledger records"). Records hold only
 str, int, float and bool (and, for decisions, one list of flat dicts), never a DynamoDB-only type,
@@ -11,7 +11,8 @@ so the journal, SQLite, DynamoDB and the dead-letter file only ever hold scrubbe
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
@@ -21,6 +22,26 @@ EXECUTION_EVENTS = frozenset({"ORDER_PLACE", "ORDER_RESULT", "ORDER_CANCEL", "FI
 _PREFIX = "dora."
 _SKIP = frozenset({"dora.event_type", "dora.record"})
 _DAY = 86_400
+# Fields an event carries that are not record fields (the line's own, or too big for the ledger).
+_FIELD_SKIP = frozenset({"stack", "event_type", "trace_id", "span_id"})
+_PLAIN = frozenset({str, int, float, bool})
+_TEXT = frozenset({str, bool})
+
+
+def _storable(value: Any) -> Any:
+    """A non-plain field value as the ledger stores it: JSON-native (lists of flat dicts stay)."""
+    from dora_otel._runtime import safe_value
+
+    if isinstance(value, (list, tuple, dict)):
+        return orjson.loads(orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS))
+    return safe_value(value)
+
+
+def _default(value: Any) -> Any:
+    from dora_otel._runtime import safe_value
+
+    out = safe_value(value)
+    return out if type(out) in _PLAIN else str(out)
 
 
 # strftime once per second: this runs on the bot's thread for every record. The (second, text)
@@ -66,6 +87,42 @@ class RecordBuilder:
         if seq is not None:
             record["event_id"] = f"{record['bot_run_id']}:{seq}"
         return record
+
+    def _from_fields(self, fields: Mapping[str, Any], trace_id: int, span_id: int, ts_ns: int) -> dict[str, Any]:
+        record: dict[str, Any] = dict(self._base)
+        for key, value in fields.items():
+            if value is None or key in _FIELD_SKIP:
+                continue
+            record[key] = value if type(value) in _TEXT else _storable(value)
+        record["event_ts"] = iso_from_ns(ts_ns)
+        record["trace_id"] = format(trace_id, "032x")
+        record["span_id"] = format(span_id, "016x")
+        record["expires_at"] = ts_ns // 1_000_000_000 + self._ttl
+        seq = record.get("seq")
+        if seq is not None:
+            record["event_id"] = f"{record['bot_run_id']}:{seq}"
+        return record
+
+    def execution_event(self, event_type: str, fields: Mapping[str, Any], trace_id: int, span_id: int,
+                        ts_ns: int) -> dict[str, Any]:
+        """The execution record of one event, straight from the decorator's fields (trading thread)."""
+        record = self._from_fields(fields, trace_id, span_id, ts_ns)
+        record["kind"] = "execution"
+        record["event_type"] = event_type
+        return scrub_record(record)
+
+    def decision_event(self, fields: Mapping[str, Any], trace_id: int, span_id: int, start_ns: int,
+                       end_ns: int) -> dict[str, Any]:
+        """The decision record, from DECISION_MADE's fields when its span ended (trading thread)."""
+        record = self._from_fields(fields, trace_id, span_id, end_ns)
+        record["kind"] = "decision"
+        record["decision_id"] = record["trace_id"]
+        record["execution_log_partition"] = record["bot_run_id"]
+        record["decision_ts"] = iso_from_ns(start_ns)
+        record["decision_day"] = record["decision_ts"][:10]
+        record["target_orders"] = record.pop("targets", [])
+        record.setdefault("target_count", len(record["target_orders"]))
+        return scrub_record(record)
 
     def execution(self, event_type: str, attrs: Mapping[str, Any], span_context: Any, ts_ns: int) -> dict[str, Any]:
         record = self._common(attrs, span_context, ts_ns)

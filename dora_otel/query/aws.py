@@ -37,6 +37,7 @@ from dora_otel.query.sources import (
     describe_reader,
     merge_regions,
     unique_lines,
+    with_order_join,
 )
 
 __all__ = ["AwsSource", "InsightsReader", "decision_insights_query", "line_from_event", "log_group"]
@@ -267,9 +268,11 @@ class AwsSource:
             self._own_reader = True
         else:
             self._own_reader = False
-        self.reader: LedgerReader | None = reader
+        # fills/cancels a later run recorded by order_id alone join their decision at read time
+        self.reader: LedgerReader | None = with_order_join(reader)
         self.group = log_group(env)
-        self.insights = InsightsReader(self.group, logs_client, timeout_s=timeout_s, poll_s=poll_s) if use_logs else None
+        self.insights = (InsightsReader(self.group, logs_client, timeout_s=timeout_s, poll_s=poll_s)
+                         if use_logs else None)
         self._now = now
 
     def describe(self) -> str:
@@ -305,7 +308,8 @@ class AwsSource:
                 cond = (f"attributes.decision_id = {_quote(group[0])}" if len(group) == 1
                         else f"attributes.decision_id in [{', '.join(_quote(i) for i in group)}]")
                 if market:
-                    cond = (f"{cond} or (attributes.market = {_quote(market)} and (not ispresent(attributes.decision_id)"
+                    cond = (f"{cond} or (attributes.market = {_quote(market)} and "
+                            "(not ispresent(attributes.decision_id)"
                             f" or attributes.event_type = \"DECISION_MADE\"))")
                     market = None  # context lines once is enough
                 lines.extend(self.insights.lines(cond, start, end))
@@ -333,7 +337,8 @@ class AwsSource:
         assert self.insights is not None
         end = self._now()
         try:
-            lines = self.insights.lines(f"attributes.decision_id = {_quote(decision_id)}", end - timedelta(hours=24), end)
+            lines = self.insights.lines(f"attributes.decision_id = {_quote(decision_id)}",
+                                        end - timedelta(hours=24), end)
         except LogsUnavailable as exc:
             return LogLines([], available=False, note=str(exc))
         return LogLines(lines)

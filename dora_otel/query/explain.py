@@ -29,6 +29,7 @@ from dora_otel.query.sources import (
     Region,
     Source,
     describe_reader,
+    reader_notes,
     records_from_lines,
     records_from_spans,
 )
@@ -221,7 +222,7 @@ def explain_decision(source: Source, decision_id: str, *, window: timedelta = DE
     unmatched = _unmatched_fills(source, market, at - window, at + window) if market and at else []
     _hint_unmatched(reports, unmatched)
     return ExplainReport({"decision_id": decision_id}, _describe(source), reports, unmatched,
-                         notes + _logs_notes(logs), logs.available,
+                         notes + _logs_notes(logs) + reader_notes(source.reader), logs.available,
                          _completeness(source, iso(at + window) if at else None, logs,
                                        (at - window, at + window) if at else None))
 
@@ -278,7 +279,8 @@ def explain_market(source: Source, market: str, at: datetime | None, window: tim
     reports, logs = _build(source, found, market, records_from)
     unmatched = _unmatched_fills(source, market, start, end)
     _hint_unmatched(reports, unmatched)
-    return ExplainReport(question, _describe(source), reports, unmatched, notes + _logs_notes(logs), logs.available,
+    notes += _logs_notes(logs) + reader_notes(source.reader)
+    return ExplainReport(question, _describe(source), reports, unmatched, notes, logs.available,
                          _completeness(source, iso(end), logs, (start, end)))
 
 
@@ -396,6 +398,11 @@ def _decision_report(source: Source, decision_id: str, record: dict[str, Any] | 
     if extra:
         notes.append(f"{len(extra)} event(s) known only from the log lines count in the verdicts")
     verdicts, unassigned = judge_decision(targets, events + extra)
+    joined = [e for e in events if e.get("joined_by")]  # query.sources.OrderJoin
+    if joined:
+        runs = sorted({str(e.get("bot_run_id")) for e in joined})
+        notes.append(f"{len(joined)} fill/cancel record(s) of a later run ({', '.join(runs)}) that did not know the "
+                     "order (stored unmatched) are joined to this decision by order_id")
     run = record.get("bot_run_id") or next((e.get("bot_run_id") for e in events if e.get("bot_run_id")), None)
     telemetry = _cross_check(record, events, lines, logs_available, records_from)
     if telemetry["log_lines_missing"]:
@@ -452,7 +459,9 @@ def _cross_check(record: Mapping[str, Any], events: Sequence[Mapping[str, Any]],
     if not logs_available or records_from != "ledger":
         return out
     line_seqs = {ln.get("seq") for ln in lines}
-    ledger = [r for r in [record, *events] if r.get("seq") is not None and r.get("source") not in ("log", "spans")]
+    # a record joined by order_id (query.sources.OrderJoin) has its line in the run that recorded it
+    ledger = [r for r in [record, *events] if r.get("seq") is not None and r.get("source") not in ("log", "spans")
+              and not r.get("joined_by")]
     ledger_seqs = {r.get("seq") for r in ledger}
     for r in ledger:
         if r.get("seq") not in line_seqs:

@@ -28,6 +28,7 @@ from dora_otel.query.sources import (
     describe_reader,
     merge_regions,
     unique_lines,
+    with_order_join,
 )
 from dora_otel.query.times import iso_ms
 
@@ -211,7 +212,8 @@ class LocalSource:
         else:
             self.name = type(reader).__name__
             self.ledger_path = None
-        self.reader = reader
+        # fills/cancels a later run recorded by order_id alone join their decision at read time
+        self.reader = with_order_join(reader)
         self.logs = LogFiles(log_file_path(self.data_dir)) if use_logs else None
         self.spans_path = self.data_dir / "spans" / "spans.jsonl"
         # the bot's ledger journal: records not yet shipped to the store read here (see query.completeness)

@@ -40,7 +40,7 @@ from dora_otel.protocols import OrderSource
 from dora_otel.query import completeness as completeness_mod
 from dora_otel.query.explain import log_only_events
 from dora_otel.query.output import Exit, scrub_json, scrub_text
-from dora_otel.query.sources import EXECUTION_EVENTS, Source, describe_reader
+from dora_otel.query.sources import EXECUTION_EVENTS, Source, describe_reader, reader_notes
 from dora_otel.query.times import iso, iso_ms
 from dora_otel.query.verdicts import (
     CANCEL_OK,
@@ -228,6 +228,7 @@ def reconcile(source: Source, since: datetime, until: datetime, *, order_source:
     notes = [] if logs.available else [f"log lines unavailable: {logs.note}; log loss not checked"]
     if logs.available and logs.note:
         notes.append(logs.note)
+    notes.extend(reader_notes(reader))  # e.g. the order_id index is missing: fills not joined
     telemetry_loss, settled = _log_gaps(logs.lines, since, until, now, settle) if logs.available else ({}, {})
     ledger_loss = _cross_check(decisions, events, logs.lines, settled, iso_ms(lines_from), iso_ms(lines_to)) \
         if logs.available else {"records_without_log_line": [], "log_events_missing_from_ledger": []}

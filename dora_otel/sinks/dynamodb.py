@@ -33,6 +33,7 @@ from typing import Any
 
 from dora_otel.protocols import (
     InvalidRecordError,
+    MissingIndexError,
     PermanentSinkError,
     Record,
     RetryableSinkError,
@@ -41,7 +42,7 @@ from dora_otel.protocols import (
     WriteResult,
 )
 from dora_otel.sinks import _records
-from dora_otel.sinks.tables import table_names
+from dora_otel.sinks.tables import ORDER_INDEX, table_names
 
 __all__ = ["DynamoDBSink", "classify_error", "create_client"]
 
@@ -346,6 +347,30 @@ class DynamoDBSink:
             )
         return sorted(items, key=_records.decision_order)
 
+    def records_for_orders(self, order_ids: Sequence[str]) -> list[Record]:
+        """Execution records carrying one of ``order_ids``: one Query of the sparse GSI
+        ``gsi_order`` per order_id (DynamoDB has no multi-partition Query; never a Scan).
+        Raises MissingIndexError when the table has no ``gsi_order`` (or it is still backfilling)."""
+        items: list[Record] = []
+        for order_id in sorted({str(o) for o in order_ids if o not in (None, "")}):
+            try:
+                items.extend(self._query(
+                    TableName=self.execution_table,
+                    IndexName=ORDER_INDEX,
+                    KeyConditionExpression="order_id = :o",
+                    ExpressionAttributeValues={":o": {"S": order_id}},
+                ))
+            except PermanentSinkError as exc:
+                cause = exc.__cause__
+                if cause is not None and _is_missing_index(cause):
+                    raise MissingIndexError(
+                        f"DynamoDB table {self.execution_table} has no usable index {ORDER_INDEX} "
+                        f"({_message(cause)}); `dora-otel tables create --env {self.env}` adds it "
+                        "(or update the CloudFormation stack from deploy/cloudformation/ledger-tables.yaml)",
+                        index=ORDER_INDEX, table=self.execution_table) from cause
+                raise
+        return sorted(items, key=_records.event_order)
+
     def events_for_run(
         self, bot_run_id: str, start_ts: TimeArg | None = None, end_ts: TimeArg | None = None
     ) -> list[Record]:
@@ -368,9 +393,33 @@ class DynamoDBSink:
         return sorted(self._query(**kwargs), key=_records.event_order)
 
 
+def _message(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Message", "")) or str(exc)
+    return str(exc)
+
+
+def _is_missing_index(exc: BaseException) -> bool:
+    """DynamoDB's answer to a Query of an index the table lacks ("The table does not have the
+    specified index") or one still being built ("Cannot read from backfilling global secondary index")."""
+    if not _is_validation_error(exc):
+        return False
+    text = _message(exc).lower()
+    return "index" in text and ("does not have" in text or "backfill" in text or "specified index" in text)
+
+
 # --- record <-> DynamoDB item ------------------------------------------------------------------
 def _to_wire_item(record: Mapping[str, Any], item: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: _to_wire(record, name, value) for name, value in item.items()}
+    wire = {name: _to_wire(record, name, value) for name, value in item.items()}
+    # order_id keys the GSI gsi_order (type S): DynamoDB refuses a whole item whose index key has
+    # another type or is empty, so a numeric id is stored as its text and an empty one not at all.
+    order_id = item.get("order_id")
+    if order_id is not None and not isinstance(order_id, str):
+        wire["order_id"] = {"S": str(order_id)}
+    elif order_id == "":
+        del wire["order_id"]
+    return wire
 
 
 def _to_wire(record: Mapping[str, Any], path: str, value: Any) -> dict[str, Any]:

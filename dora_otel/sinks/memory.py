@@ -113,6 +113,14 @@ class MemorySink:
             ]
         return _sorted_copies(hits, _records.event_order)
 
+    def records_for_orders(self, order_ids: Sequence[str]) -> list[Record]:
+        """Execution records carrying one of ``order_ids`` (any decision_id); one "query" per id."""
+        wanted = {str(o) for o in order_ids if o not in (None, "")}
+        with self._lock:
+            self.query_count += len(wanted)
+            hits = [r for r in self._executions.values() if str(r.get("order_id")) in wanted]
+        return _sorted_copies(hits, _records.event_order)
+
     # --- for tests ---------------------------------------------------------------------------
     def all_records(self) -> list[Record]:
         """Every stored record (executions then decisions), copied. Not part of the protocols."""

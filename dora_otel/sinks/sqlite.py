@@ -75,6 +75,10 @@ CREATE TABLE IF NOT EXISTS decision_log (
 CREATE INDEX IF NOT EXISTS decision_log_market_ts ON decision_log (market, decision_ts);
 -- GSI day_ts (decision_day, decision_ts)
 CREATE INDEX IF NOT EXISTS decision_log_day_ts ON decision_log (decision_day, decision_ts);
+-- GSI gsi_order (order_id, event_ts), sparse like the DynamoDB one: only records carrying an order_id.
+-- An expression index, so ledger files made before it get it without a schema change.
+CREATE INDEX IF NOT EXISTS execution_log_order ON execution_log (json_extract(record, '$.order_id'))
+    WHERE json_extract(record, '$.order_id') IS NOT NULL;
 -- retention (DynamoDB's TTL attribute): the pruning below finds expired rows through these
 CREATE INDEX IF NOT EXISTS execution_log_expires ON execution_log (expires_at);
 CREATE INDEX IF NOT EXISTS decision_log_expires ON decision_log (expires_at);
@@ -320,6 +324,18 @@ class SQLiteSink:
             "AND decision_ts BETWEEN ? AND ? ORDER BY decision_ts, decision_id",
             (days[0], days[-1], start, end),
         )
+
+    def records_for_orders(self, order_ids: Sequence[str]) -> list[Record]:
+        """Execution records carrying one of ``order_ids`` (any decision_id, also ``unmatched:``),
+        through the order_id index; ordered by ``event_ts`` then ``seq``."""
+        wanted = sorted({str(o) for o in order_ids if o not in (None, "")})
+        out: list[Record] = []
+        for i in range(0, len(wanted), 500):  # SQLite's bound-parameter limit is far above this
+            chunk = wanted[i:i + 500]
+            out.extend(self._select(
+                "SELECT record FROM execution_log WHERE json_extract(record, '$.order_id') IN "
+                f"({','.join('?' * len(chunk))}) ORDER BY event_ts, seq", chunk))
+        return sorted(out, key=_records.event_order) if len(wanted) > 500 else out
 
     def events_for_run(
         self, bot_run_id: str, start_ts: TimeArg | None = None, end_ts: TimeArg | None = None

@@ -3,12 +3,15 @@
 Owns the table layout from docs/ARCHITECTURE.md ("Tables"):
 
 * ``dora_execution_log_{env}``: PK ``bot_run_id``, SK ``sk``; GSI ``gsi1`` (``decision_id``,
-  ``event_ts``); TTL on ``expires_at``.
+  ``event_ts``); sparse GSI ``gsi_order`` (``order_id``, ``event_ts``: only records that carry an
+  order_id); TTL on ``expires_at``.
 * ``dora_decision_log_{env}``: PK ``decision_id``; GSI ``market_ts`` (``market``, ``decision_ts``);
   GSI ``day_ts`` (``decision_day``, ``decision_ts``).
 
 Both tables are on-demand (PAY_PER_REQUEST) and project all attributes into their indexes.
 ``create_tables`` and ``describe_tables`` back the ``dora-otel tables create|describe`` commands.
+``create_tables`` also adds a GSI an existing table lacks (tables made before ``gsi_order``
+existed: one UpdateTable, DynamoDB backfills it online); ``describe_tables`` names what is missing.
 They block on the network (creation waits until the tables are ACTIVE); boto3 is imported only
 when they run.
 """
@@ -20,12 +23,16 @@ import re
 import time
 from typing import Any, NamedTuple
 
-__all__ = ["TableNames", "create_tables", "describe_tables", "table_definitions", "table_names"]
+__all__ = ["ORDER_INDEX", "TableNames", "create_tables", "describe_tables", "missing_indexes", "table_definitions",
+           "table_names"]
 
 logger = logging.getLogger("dora_otel.ledger")
 
 TTL_ATTRIBUTE = "expires_at"
 TTL_DAYS_TAG = "dora:ttl_days"
+# The execution table's sparse index on order_id: joins a fill or cancel recorded by a later run
+# (another host, an empty data directory: `unmatched:<market>`) to the decision that placed the order.
+ORDER_INDEX = "gsi_order"
 _ENV_RE = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 
 
@@ -65,12 +72,15 @@ def table_definitions(env: str) -> list[dict[str, Any]]:
     return [
         {
             "TableName": names.execution,
-            "AttributeDefinitions": _strings("bot_run_id", "sk", "decision_id", "event_ts"),
+            "AttributeDefinitions": _strings("bot_run_id", "sk", "decision_id", "event_ts", "order_id"),
             "KeySchema": [
                 {"AttributeName": "bot_run_id", "KeyType": "HASH"},
                 {"AttributeName": "sk", "KeyType": "RANGE"},
             ],
-            "GlobalSecondaryIndexes": [_gsi("gsi1", "decision_id", "event_ts")],
+            "GlobalSecondaryIndexes": [
+                _gsi("gsi1", "decision_id", "event_ts"),
+                _gsi(ORDER_INDEX, "order_id", "event_ts"),  # sparse: records without order_id are not in it
+            ],
             "BillingMode": "PAY_PER_REQUEST",
         },
         {
@@ -110,8 +120,10 @@ def create_tables(
 ) -> list[str]:
     """Create the ledger tables for ``env`` if they are missing; return both table names.
 
-    Idempotent: existing tables are left as they are (a warning is logged when their keys differ
-    from the definition). Waits (botocore waiter, then polling the indexes) until each table and
+    Idempotent: existing tables keep their data and keys (a warning is logged when their keys differ
+    from the definition); a GSI of the definition that an existing table lacks (``gsi_order`` on
+    tables created by an older dora-otel) is added with UpdateTable (DynamoDB backfills it online;
+    this waits for it like for a new table). Waits (botocore waiter, then polling the indexes) until each table and
     its GSIs are ACTIVE, then enables TTL on ``expires_at`` unless ``ttl_days`` is ``None``, and
     tags the tables ``dora:ttl_days=<ttl_days>`` — the retention the writer's ``expires_at`` is meant
     to use. Where the server does not support TTL or tags (dynalite), that step is skipped with a
@@ -133,6 +145,7 @@ def create_tables(
             if _error_code(exc) != "ResourceInUseException":
                 raise
             _warn_if_keys_differ(client, definition)
+            _add_missing_indexes(client, definition)
     created = []
     for definition in definitions:
         name = definition["TableName"]
@@ -154,6 +167,27 @@ def _warn_if_keys_differ(client: Any, definition: dict[str, Any]) -> None:
             definition["KeySchema"],
             extra={"event_type": "LOG", "table": definition["TableName"]},
         )
+
+
+def missing_indexes(definition: dict[str, Any], table: dict[str, Any]) -> list[str]:
+    """The GSIs of ``definition`` that ``table`` (a DescribeTable answer) does not have."""
+    have = {g.get("IndexName") for g in table.get("GlobalSecondaryIndexes") or []}
+    return [g["IndexName"] for g in definition.get("GlobalSecondaryIndexes", []) if g["IndexName"] not in have]
+
+
+def _add_missing_indexes(client: Any, definition: dict[str, Any]) -> None:
+    name = definition["TableName"]
+    table = client.describe_table(TableName=name)["Table"]
+    for index in missing_indexes(definition, table):
+        gsi = next(g for g in definition["GlobalSecondaryIndexes"] if g["IndexName"] == index)
+        keys = {k["AttributeName"] for k in gsi["KeySchema"]}
+        attrs = [a for a in definition["AttributeDefinitions"] if a["AttributeName"] in keys]
+        # one index per UpdateTable call (DynamoDB's rule); wait for it before the next one
+        client.update_table(TableName=name, AttributeDefinitions=attrs,
+                            GlobalSecondaryIndexUpdates=[{"Create": gsi}])
+        logger.info("adding index %s to the existing DynamoDB table %s (DynamoDB backfills it)", index, name,
+                    extra={"event_type": "LOG", "table": name})
+        _wait_active(client, name, 600.0)
 
 
 def _wait_active(client: Any, name: str, timeout_s: float) -> None:
@@ -221,7 +255,9 @@ def describe_tables(env: str, client: Any = None) -> list[dict[str, Any]]:
     """One dict per ledger table: ``name``, ``status`` (``MISSING`` when absent), ``item_count``
     (DynamoDB's estimate, refreshed about every 6 hours), ``keys`` (``{"partition", "sort"}``),
     ``gsis`` (``[{"name", "partition", "sort", "status"}]``), ``ttl`` (``{"status", "attribute"}``,
-    status ``UNSUPPORTED`` where the server has no TTL) and ``tags``.
+    status ``UNSUPPORTED`` where the server has no TTL), ``tags``, and ``missing_gsis``: the indexes
+    the ledger defines that the table lacks (``gsi_order`` on tables made by an older dora-otel;
+    ``dora-otel tables create`` adds them).
 
     Thread: the caller's; blocks on the network.
     """
@@ -243,6 +279,7 @@ def describe_tables(env: str, client: Any = None) -> list[dict[str, Any]]:
                     "gsis": [],
                     "ttl": {"status": "MISSING", "attribute": None},
                     "tags": {},
+                    "missing_gsis": [g["IndexName"] for g in definition.get("GlobalSecondaryIndexes", [])],
                 }
             )
             continue
@@ -258,6 +295,7 @@ def describe_tables(env: str, client: Any = None) -> list[dict[str, Any]]:
                 ],
                 "ttl": _describe_ttl(client, name),
                 "tags": _describe_tags(client, table.get("TableArn")),
+                "missing_gsis": missing_indexes(definition, table),
             }
         )
     return out

@@ -37,6 +37,7 @@ class Captured:
         return [line for line in self.lines() if line["event_type"] == event_type]
 
     def spans(self, name: str | None = None) -> list[Any]:
+        self.flush()  # dora's spans are built and exported on the event thread
         spans = list(self.exporter.get_finished_spans())
         return [s for s in spans if name is None or s.name == name or s.name.startswith(name + " ")]
 

@@ -110,7 +110,7 @@ def test_ledger_tables_have_the_documented_keys_and_indexes():
     exe = TABLES["dora_execution_log_${Env}"]
     assert _keys(exe["KeySchema"]) == ("bot_run_id", "sk")
     assert {g["IndexName"]: _keys(g["KeySchema"]) for g in exe["GlobalSecondaryIndexes"]} == {
-        "gsi1": ("decision_id", "event_ts")}
+        "gsi1": ("decision_id", "event_ts"), "gsi_order": ("order_id", "event_ts")}
     dec = TABLES["dora_decision_log_${Env}"]
     assert _keys(dec["KeySchema"]) == ("decision_id",)
     assert {g["IndexName"]: _keys(g["KeySchema"]) for g in dec["GlobalSecondaryIndexes"]} == {

@@ -118,6 +118,8 @@ def test_cloudformation_tables_match_dora_otel_tables_create_on_dynamodb_local(s
                         if r["Properties"]["TableName"] == {"Fn::Sub": theirs.replace("_demo", "_${Env}")})
             assert want.pop("TTL") == (spec["AttributeName"], "ENABLED" if spec["Enabled"] else "DISABLED")
             assert got == want, theirs
+            if theirs.startswith("dora_execution_log_"):  # the sparse order_id index of the read-time join
+                assert {g["IndexName"] for g in got["GlobalSecondaryIndexes"]} == {"gsi1", "gsi_order"}
             # DynamoDB Local keeps no tags; the CloudFormation table carries the same retention tag
             # `tables create` sets where tags exist (dora:ttl_days = 90).
             arn = on_moto.describe_table(TableName=theirs)["Table"]["TableArn"]

@@ -96,7 +96,7 @@ def test_tables_command_creates_idempotently_and_describes(dynamodb_local_server
         described = json.loads(shown.stdout)["tables"]  # one JSON document
         by_name = {d["name"]: d for d in described}
         assert by_name["dora_execution_log_demo"]["status"] == "ACTIVE"
-        assert {g["name"] for g in by_name["dora_execution_log_demo"]["gsis"]} == {"gsi1"}
+        assert {g["name"] for g in by_name["dora_execution_log_demo"]["gsis"]} == {"gsi1", "gsi_order"}
         assert {g["name"] for g in by_name["dora_decision_log_demo"]["gsis"]} == {"market_ts", "day_ts"}
     finally:
         for name in ("dora_execution_log_demo", "dora_decision_log_demo"):

@@ -40,9 +40,11 @@ def test_create_tables_is_idempotent_and_describe_shows_keys_and_indexes(dynamod
     execution = described[f"dora_execution_log_{env}"]
     assert execution["status"] == "ACTIVE"
     assert execution["keys"] == {"partition": "bot_run_id", "sort": "sk"}
-    assert execution["gsis"] == [
-        {"name": "gsi1", "partition": "decision_id", "sort": "event_ts", "status": "ACTIVE"}
+    assert sorted(execution["gsis"], key=lambda g: g["name"]) == [
+        {"name": "gsi1", "partition": "decision_id", "sort": "event_ts", "status": "ACTIVE"},
+        {"name": "gsi_order", "partition": "order_id", "sort": "event_ts", "status": "ACTIVE"},
     ]
+    assert execution["missing_gsis"] == []
     decision = described[f"dora_decision_log_{env}"]
     assert decision["keys"] == {"partition": "decision_id", "sort": None}
     assert sorted((g["name"], g["partition"], g["sort"]) for g in decision["gsis"]) == [
@@ -54,7 +56,9 @@ def test_create_tables_is_idempotent_and_describe_shows_keys_and_indexes(dynamod
 def test_describe_reports_missing_tables(dynamodb_server: Any) -> None:
     client = dynamodb_server.client()
     try:
-        assert [t["status"] for t in describe_tables("nosuchenv", client=client)] == ["MISSING", "MISSING"]
+        described = describe_tables("nosuchenv", client=client)
+        assert [t["status"] for t in described] == ["MISSING", "MISSING"]
+        assert described[0]["missing_gsis"] == ["gsi1", "gsi_order"]
     finally:
         client.close()
 

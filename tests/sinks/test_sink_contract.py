@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from dora_otel.protocols import BatchTooLargeError, InvalidRecordError, LedgerReader, Sink
+from dora_otel.protocols import BatchTooLargeError, InvalidRecordError, LedgerReader, OrderReader, Sink
 from dora_otel.sinks import make_sink
 from dora_otel.sinks.tables import create_tables, table_names
 
@@ -158,6 +158,34 @@ def test_decisions_between_spans_markets_and_days_with_queries(
     assert [(d["market"], d["decision_ts"]) for d in found] == stamps[1:4]
     if store.__class__.__name__ in ("DynamoDBSink", "MemorySink"):
         assert store.query_count - before == 3  # one Query per UTC day, no Scan
+
+
+def test_records_for_orders_finds_every_record_of_those_orders_whatever_its_decision(
+    store: Any, ledger_execution_record: Factory
+) -> None:
+    """The read-time join's query (gsi_order): records by order_id across decisions and runs, also
+    those stored as unmatched; records without an order_id are not in the index."""
+    implements = isinstance(store, OrderReader)
+    assert implements
+    store.write_batch([
+        ledger_execution_record(event_type="ORDER_PLACE", seq=1, decision_id="d1", client_order_id="c1",
+                                event_ts="2026-11-24T05:00:00.000000Z"),
+        ledger_execution_record(event_type="ORDER_RESULT", seq=2, decision_id="d1", order_id="o-1",
+                                event_ts="2026-11-24T05:00:00.100000Z"),
+        ledger_execution_record(event_type="ORDER_RESULT", seq=3, decision_id="d1", order_id="o-2",
+                                event_ts="2026-11-24T05:00:00.200000Z"),
+        ledger_execution_record(event_type="FILL", seq=1, bot_run_id="run-b", decision_id="unmatched:unknown",
+                                order_id="o-1", event_ts="2026-11-24T06:00:00.000000Z"),
+        ledger_execution_record(event_type="FILL", seq=2, bot_run_id="run-b", decision_id="unmatched:M",
+                                order_id="o-3", event_ts="2026-11-24T06:00:01.000000Z"),
+    ])
+    before = store.query_count
+    found = store.records_for_orders(["o-1", "o-2", "never"])
+    assert [(r["decision_id"], r["event_type"], r["order_id"]) for r in found] == [
+        ("d1", "ORDER_RESULT", "o-1"), ("d1", "ORDER_RESULT", "o-2"), ("unmatched:unknown", "FILL", "o-1")]
+    if store.__class__.__name__ in ("DynamoDBSink", "MemorySink"):
+        assert store.query_count - before == 3  # one Query of gsi_order per order id, no Scan
+    assert store.records_for_orders([]) == []
 
 
 def test_events_for_run_filters_by_time_and_orders_by_time(

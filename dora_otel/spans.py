@@ -1,0 +1,303 @@
+"""dora-otel's own spans: recorded on the trading thread as compact events, built as OTel spans on
+the event thread (the log pipeline's writer, logs.LogPipeline).
+
+On the trading thread a `LiteSpan` is a handful of slots: real W3C ids (trace id = decision_id),
+the parent span id, start/end times, the event type and the fields the decorator already holds (no
+SDK `_Span`, no attribute validation, no JSON). While the bot's code runs, the context holds a
+`NonRecordingSpan(SpanContext(real ids))` (`LiteSpan.api_span`), so other OpenTelemetry
+instrumentation (an HTTP client inside `order_place`) starts its spans as children in the same
+trace and `trace.get_current_span()` gives the right ids.
+
+Execution events reach the ledger synchronously, from the event itself (never from a span):
+`ExecutionLedgerProcessor.on_event` journals ORDER_PLACE / ORDER_CANCEL (request) / FILL /
+ORDER_SUPPRESSED when their span starts (before the exchange call), ORDER_RESULT and a cancel's
+outcome when their span ends, and the decision record when the decision span ends. Sampling never
+affects this.
+
+When a span ends it is queued (bounded; a full queue drops it and counts `spans_dropped`) to the
+event thread, which builds its `ReadableSpan` with flat attributes (`dora.market`, `dora.side`,
+`dora.price`, ..., lists as JSON text), scrubs it (tracing.scrub_span) and hands it to the tracer
+provider's span processors' `on_end` (whichever SDK TracerProvider that is: ours or the bot's), so
+OTLP, the spans file, Jaeger and X-Ray see the same traces. Processors' `on_start` is not called
+(they would get a finished span). Sampling: a root span (a decision, an unmatched fill) asks the
+provider's sampler once on the trading thread; its children carry the root's sampled flag; spans
+of an unsampled trace are not exported (the ledger still records their events). Span limits of the
+provider are not applied (dora's spans have a fixed, small set of attributes).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any
+
+import orjson
+from opentelemetry import trace as trace_api
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
+
+from dora_otel import logs as _logs
+from dora_otel._version import __version__
+from dora_otel.exchange import safe_text
+from dora_otel.scrub import TRUSTED_FIELDS, needs_scrub, scrub_record, scrub_text
+
+_log = logging.getLogger("dora_otel.internal")
+_time_ns = time.time_ns
+_get_current_span = trace_api.get_current_span
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_LEDGER_START = frozenset({"ORDER_PLACE", "ORDER_CANCEL", "FILL", "ORDER_SUPPRESSED"})
+_LEDGER_END = frozenset({"ORDER_RESULT", "ORDER_CANCEL"})
+# Fields that are the span's own ids / type (already the span's context and name) or too big.
+_SPAN_SKIP = frozenset({"stack", "event_type", "trace_id", "span_id"})
+_TRUSTED = TRUSTED_FIELDS - {"decision_id"}  # a span's decision_id may be "unmatched:<market>"
+_UNSET = Status(StatusCode.UNSET)
+#: The instrumentation scope of every dora span. A span with exactly this object as its scope was
+#: built (and scrubbed) by `LiteTracer.readable`; `tracing.ScrubbingSpanExporter` skips it.
+DORA_SCOPE = InstrumentationScope("dora_otel", __version__)
+
+
+class LiteSpan:
+    """One dora span on the trading thread. Methods run on the thread that owns the call (the
+    decorated call's thread or task); `end()` hands it to the event thread."""
+
+    __slots__ = (
+        "_ctx",
+        "end_ns",
+        "ended",
+        "event_type",
+        "events",
+        "extra",
+        "fields",
+        "name",
+        "parent_id",
+        "sampled",
+        "span_id",
+        "start_ns",
+        "status",
+        "trace_id",
+        "tracer",
+    )
+
+    def __init__(self, tracer: LiteTracer, name: str, trace_id: int, span_id: int, parent_id: int | None,
+                 sampled: bool) -> None:
+        self.tracer = tracer
+        self.name = name
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.parent_id = parent_id
+        self.sampled = sampled
+        self.start_ns = _time_ns()
+        self.end_ns = 0
+        self.event_type: str | None = None
+        self.fields: dict[str, Any] = {}
+        self.extra: dict[str, Any] = {}  # attributes set by name ("dora.status"): they win
+        self.status: Status | None = None
+        self.events: list[tuple[str, dict[str, Any], int]] = []
+        self.ended = False
+        self._ctx: SpanContext | None = None
+
+    # --- the parts of the OTel Span API the decorators use ---------------------------------------
+    def get_span_context(self) -> SpanContext:
+        ctx = self._ctx
+        if ctx is None:
+            ctx = self._ctx = SpanContext(self.trace_id, self.span_id, is_remote=False,
+                                          trace_flags=_SAMPLED if self.sampled else _UNSAMPLED)
+        return ctx
+
+    def hex_ids(self) -> tuple[str, str]:
+        """(trace_id, span_id) as the lines write them (32 and 16 hex digits)."""
+        return format(self.trace_id, "032x"), format(self.span_id, "016x")
+
+    @property
+    def api_span(self) -> NonRecordingSpan:
+        """The lightweight OTel API span to make current while the bot's code runs."""
+        return NonRecordingSpan(self.get_span_context())
+
+    def is_recording(self) -> bool:
+        return not self.ended
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.extra[key] = value
+
+    def set_attributes(self, attributes: dict[str, Any]) -> None:
+        self.extra.update(attributes)
+
+    def set_event(self, event_type: str, fields: dict[str, Any]) -> None:
+        """The event this span carries (its flat attributes are built from `fields` off-thread)."""
+        self.event_type = event_type
+        self.fields = fields
+
+    def set_status(self, status: Status) -> None:
+        self.status = status
+
+    def add_event(self, name: str, attributes: dict[str, Any] | None = None) -> None:
+        self.events.append((name, dict(attributes or {}), _time_ns()))
+
+    def record_exception(self, exc: BaseException, attributes: dict[str, Any] | None = None) -> None:
+        attrs = {"exception.type": safe_text(type(exc).__name__, 200)}
+        attrs.update(attributes or {})
+        self.events.append(("exception", attrs, _time_ns()))
+
+    def end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.end_ns = _time_ns()
+        self.fields = dict(self.fields)  # the decorator may keep using its dict: export a snapshot
+        self.tracer.ended(self)
+
+
+class LiteTracer:
+    """Starts LiteSpans. Wraps the SDK tracer that `setup()` made (its id generator, sampler,
+    resource, scope and the provider's span processors), or `tracing.IdOnlyTracer` under
+    OTEL_SDK_DISABLED (ids only: nothing is exported, no ledger). Any thread."""
+
+    def __init__(self, tracer: Any) -> None:
+        self.sdk = tracer
+        self.processor = getattr(tracer, "span_processor", None)  # the provider's active processor
+        self.sampler = getattr(tracer, "sampler", None)
+        ids = getattr(tracer, "id_generator", None)
+        self._trace_id = ids.generate_trace_id if ids is not None else (lambda: random.getrandbits(128) or 1)
+        self._span_id = ids.generate_span_id if ids is not None else (lambda: random.getrandbits(64) or 1)
+        self.resource = getattr(tracer, "resource", None)
+        self.scope = DORA_SCOPE
+        self._ledger_seen: Any = None
+        self._ledger: Any = None
+
+    def start_span(self, name: str, context: Any = None, event: tuple[str, dict[str, Any]] | None = None) -> LiteSpan:
+        """A span that starts now: a child of the span current in `context` (None: the current
+        context; an empty Context: a new trace). `event` = (event_type, fields): an execution event
+        is journaled here when the ledger records it at start (before the exchange call)."""
+        parent = _get_current_span(context).get_span_context()
+        if parent.is_valid:
+            span = LiteSpan(self, name, parent.trace_id, self._span_id(), parent.span_id,
+                            bool(parent.trace_flags & TraceFlags.SAMPLED))
+        else:
+            trace_id = self._trace_id()
+            span = LiteSpan(self, name, trace_id, self._span_id(), None, self._sample(trace_id, name, event))
+        if event is not None:
+            span.event_type, span.fields = event
+            if event[0] in _LEDGER_START:
+                ledger = self.ledger()
+                if ledger is not None:
+                    ledger.on_event(event[0], event[1], span.trace_id, span.span_id, span.start_ns)
+        return span
+
+    def _sample(self, trace_id: int, name: str, event: Any) -> bool:
+        sampler = self.sampler
+        if sampler is None or self.processor is None:
+            return False
+        try:
+            attrs = {"dora.event_type": event[0]} if event is not None else None
+            return bool(sampler.should_sample(None, trace_id, name, SpanKind.INTERNAL, attrs).decision.is_sampled())
+        except Exception:
+            return True
+
+    def ledger(self) -> Any:
+        """The provider's ExecutionLedgerProcessor, if one is attached (looked up again whenever the
+        provider's processor list changes)."""
+        processor = self.processor
+        if processor is None:
+            return None
+        current = getattr(processor, "_span_processors", None)
+        if current is not self._ledger_seen:
+            from dora_otel.ledger.processor import ExecutionLedgerProcessor
+
+            self._ledger = next((p for p in current or () if isinstance(p, ExecutionLedgerProcessor)), None)
+            self._ledger_seen = current
+        return self._ledger
+
+    def ended(self, span: LiteSpan) -> None:
+        """A span ended (trading thread): journal its end record, queue it for export."""
+        event_type = span.event_type
+        if event_type is not None and (event_type in _LEDGER_END or event_type == "DECISION_MADE"):
+            ledger = self.ledger()
+            if ledger is not None:
+                if event_type == "DECISION_MADE":
+                    ledger.on_decision(span.fields, span.trace_id, span.span_id, span.start_ns, span.end_ns)
+                elif event_type == "ORDER_RESULT":
+                    ledger.on_event(event_type, span.fields, span.trace_id, span.span_id, span.start_ns)
+                elif "dora.status" in span.extra:  # a cancel's outcome
+                    ledger.on_event(event_type, _merged(span), span.trace_id, span.span_id, span.end_ns)
+        if not span.sampled or self.processor is None:
+            return
+        pipeline = _logs.ACTIVE_PIPELINE
+        if pipeline is not None:
+            pipeline.enqueue_span(span)
+        else:  # no event thread (not expected while set up): deliver here
+            self.export(span)
+
+    def export(self, span: LiteSpan) -> None:
+        """Build the span (scrubbed) and hand it to the provider's processors. Event thread."""
+        try:
+            processor = self.processor
+            if processor is not None:
+                processor.on_end(self.readable(span))
+        except Exception:
+            try:
+                _log.error("dora-otel could not export a span", exc_info=True)
+            except Exception:
+                pass
+
+    def readable(self, span: LiteSpan) -> Any:
+        """The span as the SDK's `ReadableSpan`, scrubbed once here with the policy every output
+        uses (scrub.scrub_record over its fields, scrub_text over its name, status and events). Its
+        scope is `DORA_SCOPE`, which tells `tracing.ScrubbingSpanExporter` it is scrubbed already."""
+        flags = _SAMPLED if span.sampled else _UNSAMPLED
+        raw = {k: v for k, v in span.fields.items() if v is not None and k not in _SPAN_SKIP}
+        for key, value in span.extra.items():
+            if value is not None:
+                raw[key[5:] if key.startswith("dora.") else key] = value
+        raw = scrub_record(raw, _TRUSTED)
+        attributes: dict[str, Any] = {"dora.event_type": span.event_type} if span.event_type else {}
+        for key, value in raw.items():
+            attributes["dora." + key] = flat_value(value)
+        parent = (SpanContext(span.trace_id, span.parent_id, is_remote=False, trace_flags=flags)
+                  if span.parent_id is not None else None)
+        status = span.status
+        if status is not None and status.description and needs_scrub(status.description):
+            status = Status(status.status_code, scrub_text(status.description))
+        name = span.name if not needs_scrub(span.name) else scrub_text(span.name)
+        events = [Event(n, {k: flat_value(v) for k, v in scrub_record(dict(a), _TRUSTED).items()}, ts)
+                  for n, a, ts in span.events]
+        return ReadableSpan(
+            name=name, context=span.get_span_context(), parent=parent, resource=self.resource,
+            attributes=attributes, events=events, kind=SpanKind.INTERNAL, status=status or _UNSET,
+            start_time=span.start_ns, end_time=span.end_ns, instrumentation_scope=self.scope)
+
+
+def _merged(span: LiteSpan) -> dict[str, Any]:
+    """A cancel's record at its end: the request's fields, the outcome's flat attributes winning."""
+    out = dict(span.fields)
+    for key, value in span.extra.items():
+        if key.startswith("dora.") and value is not None:
+            out[key[5:]] = value
+    return out
+
+
+def flat_value(value: Any) -> Any:
+    """A value an OTel attribute holds: str/bool/int (64-bit)/float; lists and dicts as JSON text."""
+    kind = type(value)
+    if kind is str or kind is bool or kind is float:
+        return value
+    if kind is int:
+        return value if -(2**63) <= value < 2**63 else str(value)
+    if isinstance(value, (list, tuple, dict)):
+        try:
+            return orjson.dumps(value, default=safe_text, option=orjson.OPT_NON_STR_KEYS).decode()
+        except Exception:
+            return safe_text(value)
+    from dora_otel._runtime import attr
+
+    out = attr(value)
+    return flat_value(out) if type(out) is not type(value) else safe_text(value)
