@@ -493,6 +493,8 @@ class _EnqueueHandler(logging.handlers.QueueHandler):
 
     def enqueue(self, record: logging.LogRecord) -> None:
         pipeline = self._pipeline
+        if pipeline.closed:  # after SHUTDOWN: nothing may follow it (e.g. an exporter's retry warning)
+            return
         if pipeline.queue.qsize() >= pipeline.max_pending:
             pipeline.queue_dropped += 1  # reported in HEARTBEAT / SHUTDOWN as logs_dropped
             return
@@ -586,6 +588,8 @@ class LogPipeline:
 
     def __init__(self, handlers: list[logging.Handler], max_pending: int = 100_000, interval_s: float = 0.05) -> None:
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        #: set by stop(): records offered after it are not written (SHUTDOWN stays the last line)
+        self.closed = False
         self.max_pending = max_pending
         self.queue_dropped = 0
         self.spans_dropped = 0
@@ -608,6 +612,8 @@ class LogPipeline:
 
     def put_line(self, level: int, message: str, fields: dict[str, Any], created: float) -> None:
         """Queue one dora event line (trading thread; O(1); a full queue drops and counts it)."""
+        if self.closed:
+            return
         if self.queue.qsize() >= self.max_pending:
             self.queue_dropped += 1
             return
@@ -615,6 +621,8 @@ class LogPipeline:
 
     def enqueue_span(self, span: Any) -> None:
         """Queue one ended dora span for export (trading thread; O(1); a full queue drops and counts it)."""
+        if self.closed:
+            return
         if self.queue.qsize() >= self.max_pending:
             self.spans_dropped += 1
             return
@@ -647,6 +655,7 @@ class LogPipeline:
         if not self._started:
             return
         self.queue = queue.SimpleQueue()
+        self.closed = False
         handlers = self._writer._handlers  # noqa: SLF001 (same module)
         self._writer = _Writer(self.queue, handlers, self._writer._interval_s)
         self.handler.queue = self.queue
@@ -666,6 +675,9 @@ class LogPipeline:
         if not self._started:
             return True
         global ACTIVE_PIPELINE
+        # SHUTDOWN is already queued: close the gate first, so the last line written is SHUTDOWN and
+        # not, say, a retry warning the OTLP log exporter's own thread logs while we flush.
+        self.closed = True
         flushed = self.flush(timeout_s)
         self._started = False
         if ACTIVE_PIPELINE is self:
