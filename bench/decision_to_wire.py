@@ -33,10 +33,11 @@ def main() -> int:
                              "background threads (log writer, span export, ledger shipper) work in it")
     args = parser.parse_args()
 
-    import dora_otel
     from _cycle import plain_logger
 
-    devnull = open(os.devnull, "w")
+    import dora_otel
+
+    devnull = open(os.devnull, "w")  # noqa: SIM115  open for the whole run, like a bot's stdout
     plain = plain_logger(devnull)
     telemetry = dora_otel.setup(container_mode=True, stream=devnull, data_dir=tempfile.mkdtemp(prefix="dora-bench-"),
                                 ledger=args.ledger, install_signal_handlers=False, watchdog_seconds=0)
@@ -87,13 +88,19 @@ def main() -> int:
     median_gap(cycle_plain)
     plain_us, inst_us = [], []
     for r in range(args.rounds):
-        pair = (median_gap(cycle_plain), median_gap(cycle)) if r % 2 == 0 else tuple(reversed((median_gap(cycle), median_gap(cycle_plain))))
-        plain_us.append(pair[0])
-        inst_us.append(pair[1])
+        if r % 2 == 0:  # alternate which of the two is measured first
+            plain_gap = median_gap(cycle_plain)
+            inst_gap = median_gap(cycle)
+        else:
+            inst_gap = median_gap(cycle)
+            plain_gap = median_gap(cycle_plain)
+        plain_us.append(plain_gap)
+        inst_us.append(inst_gap)
         telemetry.flush(60)
     telemetry.shutdown(reason="bench")
     med = statistics.median
-    print(f"decision_to_wire (ledger={args.ledger}, {args.rounds} rounds of {args.cycles} cycles paced {args.pace_ms:g} ms): strategy return -> "
+    print(f"decision_to_wire (ledger={args.ledger}, {args.rounds} rounds of {args.cycles} cycles "
+          f"paced {args.pace_ms:g} ms): strategy return -> "
           f"order call starts: {med(inst_us):.1f} us instrumented vs {med(plain_us):.1f} us with one plain log line "
           f"(dora-otel adds {med(inst_us) - med(plain_us):.1f} us)")
     return 0

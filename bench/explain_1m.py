@@ -61,7 +61,8 @@ class LogWriter:
         self.size = 0
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
-            self.fh = open(directory / "dora-bot.jsonl", "wb")
+            # The writer owns its handle across calls (rotation reopens it; close() closes it).
+            self.fh = open(directory / "dora-bot.jsonl", "wb")  # noqa: SIM115
 
     def write(self, line: dict) -> None:
         if self.fh is None:
@@ -75,7 +76,7 @@ class LogWriter:
                 if src.exists():
                     src.replace(Path(f"{base}.{i + 1}"))
             base.replace(Path(f"{base}.1"))
-            self.fh = open(base, "wb")
+            self.fh = open(base, "wb")  # noqa: SIM115  (owned by the writer, as above)
             self.size = 0
         self.fh.write(data)
         self.size += len(data)
@@ -143,7 +144,8 @@ def build(data_dir: Path, events: int, markets: list[str], with_logs: bool) -> t
             at = ts
             for old_decision, slot, old_coid, order_id in pending_cancel[market]:  # requote
                 at += timedelta(microseconds=300)
-                execution("ORDER_CANCEL", at, old_decision, {"market": market, "slot": slot, "client_order_id": old_coid,
+                execution("ORDER_CANCEL", at, old_decision, {"market": market, "slot": slot,
+                                                             "client_order_id": old_coid,
                                                              "order_id": order_id, "status": "CANCELLED"},
                           f"cancelling order {order_id}")
             pending_cancel[market] = []
@@ -171,8 +173,9 @@ def build(data_dir: Path, events: int, markets: list[str], with_logs: bool) -> t
                                                         "pnl_delta": 0.01}, "fill")
                 pending_cancel[market].append((decision_id, t["slot"], t["client_order_id"], order_id))
             if rng.random() < 0.005:
-                execution("FILL", at, f"unmatched:{market}", {"market": market, "side": "yes", "price": 0.5, "size": 3,
-                                                              "order_id": "unknown", "matched": False}, "fill (no order)")
+                execution("FILL", at, f"unmatched:{market}",
+                          {"market": market, "side": "yes", "price": 0.5, "size": 3,
+                           "order_id": "unknown", "matched": False}, "fill (no order)")
             if len(exec_rows) > 50_000:
                 flush(db, exec_rows, dec_rows)
     flush(db, exec_rows, dec_rows)
@@ -223,7 +226,8 @@ def main() -> int:
         n_events, n_decisions, end = build(data_dir, args.events, markets, not args.no_logs)
         built = time.perf_counter() - started
         size = sqlite_path(data_dir).stat().st_size
-        log_bytes = sum(p.stat().st_size for p in (data_dir / "logs").glob("dora-bot.jsonl*")) if not args.no_logs else 0
+        log_files = [] if args.no_logs else list((data_dir / "logs").glob("dora-bot.jsonl*"))
+        log_bytes = sum(p.stat().st_size for p in log_files)
         print(f"built {n_events:,} execution records and {n_decisions:,} decisions in {built:.1f} s "
               f"(ledger {size / 1e6:.0f} MB, log files {log_bytes / 1e6:.0f} MB) in {data_dir}")
 

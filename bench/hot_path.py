@@ -32,20 +32,23 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=1000, help="cycles per round")
     parser.add_argument("--ledger", default="off", choices=("off", "sqlite", "memory"),
                         help="ledger sink for the instrumented cycle (default off: core telemetry only)")
-    parser.add_argument("--file", action="store_true", help="also write the rotating JSON log file (non-container mode)")
+    parser.add_argument("--file", action="store_true",
+                        help="also write the rotating JSON log file (non-container mode)")
     parser.add_argument("--clock", choices=("thread", "wall"), default="thread",
                         help="thread: CPU time of the trading thread only (the hot path; background exporters and "
                              "the ledger shipper excluded); wall: elapsed time of back-to-back cycles, which also "
                              "pays for background threads holding the GIL (default thread)")
     args = parser.parse_args()
 
-    import dora_otel
     from _cycle import baseline_cycle, instrumented_cycle, timer
 
-    devnull = open(os.devnull, "w")
+    import dora_otel
+
+    devnull = open(os.devnull, "w")  # noqa: SIM115  open for the whole run, like a bot's stdout
     baseline = baseline_cycle(devnull)
-    telemetry = dora_otel.setup(container_mode=not args.file, stream=devnull, data_dir=tempfile.mkdtemp(prefix="dora-bench-"),
-                                ledger=args.ledger, install_signal_handlers=False, watchdog_seconds=0)
+    telemetry = dora_otel.setup(container_mode=not args.file, stream=devnull,
+                                data_dir=tempfile.mkdtemp(prefix="dora-bench-"), ledger=args.ledger,
+                                install_signal_handlers=False, watchdog_seconds=0)
     instrumented = instrumented_cycle()
     timed = timer(telemetry, args.clock, args.cycles)
 

@@ -27,12 +27,12 @@ def main() -> int:
     parser.add_argument("--clock", choices=("thread", "wall"), default="thread")
     args = parser.parse_args()
 
+    from _cycle import baseline_cycle, instrumented_cycle, timer
+
     import dora_otel
     from dora_otel.ledger.processor import ExecutionLedgerProcessor
 
-    from _cycle import baseline_cycle, instrumented_cycle, timer
-
-    devnull = open(os.devnull, "w")
+    devnull = open(os.devnull, "w")  # noqa: SIM115  open for the whole run, like a bot's stdout
     baseline = baseline_cycle(devnull)
     telemetry = dora_otel.setup(container_mode=True, stream=devnull, data_dir=tempfile.mkdtemp(prefix="dora-bench-"),
                                 ledger=args.ledger, install_signal_handlers=False, watchdog_seconds=0)

@@ -203,7 +203,8 @@ def main() -> None:
         f"loop: {args.period_ms:g} ms period, 3 appends/cycle; blocks of {args.block:g} s; total {args.seconds:g} s"
     )
     print(
-        f"{'condition':<10} {'cycles':>8} {'cycle p50':>10} {'cycle p99':>10} {'cycle p99.9':>12} {'append p50':>11} {'append p99':>11}  (us)"
+        f"{'condition':<10} {'cycles':>8} {'cycle p50':>10} {'cycle p99':>10} {'cycle p99.9':>12} "
+        f"{'append p50':>11} {'append p99':>11}  (us)"
     )
     for name, (cycles, appends) in conditions.items():
         print(
@@ -217,7 +218,8 @@ def main() -> None:
         f"append p99 {percentile(outage[1], 0.99) / percentile(healthy[1], 0.99):.2f}  (target: cycle p99 <= 1.10)"
     )
     print(
-        f"recovery (catch-up after each outage block): median {statistics.median(recovery_s):.2f} s, max {max(recovery_s):.2f} s"
+        f"recovery (catch-up after each outage block): median {statistics.median(recovery_s):.2f} s, "
+        f"max {max(recovery_s):.2f} s"
     )
     print(
         f"RSS: {rss_start:.1f} MB at start, max {max(rss_samples):.1f} MB during outages "
