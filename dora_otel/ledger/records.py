@@ -19,8 +19,6 @@ import orjson
 from dora_otel.scrub import scrub_record
 
 EXECUTION_EVENTS = frozenset({"ORDER_PLACE", "ORDER_RESULT", "ORDER_CANCEL", "FILL", "ORDER_SUPPRESSED"})
-_PREFIX = "dora."
-_SKIP = frozenset({"dora.event_type", "dora.record"})
 _DAY = 86_400
 # Fields an event carries that are not record fields (the line's own, or too big for the ledger).
 _FIELD_SKIP = frozenset({"stack", "event_type", "trace_id", "span_id"})
@@ -67,28 +65,12 @@ def execution_sort_key(record: Mapping[str, Any]) -> str:
 
 
 class RecordBuilder:
-    """Builds records for one run. Called on the bot's thread from span processor hooks: cheap."""
+    """Builds records for one run from an event's fields. Called on the bot's thread from the
+    ledger processor's event hooks (`on_event` / `on_decision`): cheap."""
 
     def __init__(self, *, bot_run_id: str, env: str, bot_version: str, ttl_days: int) -> None:
         self._base = {"bot_run_id": bot_run_id, "env": env, "bot_version": bot_version}
         self._ttl = ttl_days * _DAY
-
-    def _common(self, attrs: Mapping[str, Any], span_context: Any, ts_ns: int) -> dict[str, Any]:
-        record: dict[str, Any] = dict(self._base)
-        raw = attrs.get("dora.record")
-        if raw:
-            record.update(orjson.loads(raw))
-        for key, value in attrs.items():  # flat attributes set later (a cancel's outcome) win
-            if key.startswith(_PREFIX) and key not in _SKIP and value is not None:
-                record[key[5:]] = value
-        record["event_ts"] = iso_from_ns(ts_ns)
-        record["trace_id"] = format(span_context.trace_id, "032x")
-        record["span_id"] = format(span_context.span_id, "016x")
-        record["expires_at"] = ts_ns // 1_000_000_000 + self._ttl
-        seq = record.get("seq")
-        if seq is not None:
-            record["event_id"] = f"{record['bot_run_id']}:{seq}"
-        return record
 
     def _from_fields(self, fields: Mapping[str, Any], trace_id: int, span_id: int, ts_ns: int) -> dict[str, Any]:
         record: dict[str, Any] = dict(self._base)
@@ -127,23 +109,6 @@ class RecordBuilder:
                        end_ns: int) -> dict[str, Any]:
         """The decision record, from DECISION_MADE's fields when its span ended (trading thread)."""
         record = self._from_fields(fields, trace_id, span_id, end_ns)
-        record["kind"] = "decision"
-        record["decision_id"] = record["trace_id"]
-        record["execution_log_partition"] = record["bot_run_id"]
-        record["decision_ts"] = iso_from_ns(start_ns)
-        record["decision_day"] = record["decision_ts"][:10]
-        record["target_orders"] = record.pop("targets", [])
-        record.setdefault("target_count", len(record["target_orders"]))
-        return scrub_record(record)
-
-    def execution(self, event_type: str, attrs: Mapping[str, Any], span_context: Any, ts_ns: int) -> dict[str, Any]:
-        record = self._common(attrs, span_context, ts_ns)
-        record["kind"] = "execution"
-        record["event_type"] = event_type
-        return scrub_record(record)
-
-    def decision(self, attrs: Mapping[str, Any], span_context: Any, start_ns: int, end_ns: int) -> dict[str, Any]:
-        record = self._common(attrs, span_context, end_ns)
         record["kind"] = "decision"
         record["decision_id"] = record["trace_id"]
         record["execution_log_partition"] = record["bot_run_id"]
