@@ -19,7 +19,6 @@ from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
     Tracer,
-    get_current_span,
     set_span_in_context,
 )
 
@@ -29,7 +28,6 @@ from dora_otel.exchange import safe_text
 EVENTS_LOGGER = "dora_otel"
 _ROOT = logging.getLogger()
 _time = time.time
-_get_current_span = get_current_span
 
 
 def client_order_id_for(decision_id: str, slot: int) -> str:
@@ -268,16 +266,7 @@ class Runtime:
                 if bound:
                     line = context.rename_reserved(bound)
                     line.update(fields)
-            if "trace_id" not in line:
-                ctx = _get_current_span().get_span_context()
-                if ctx.is_valid:
-                    line["trace_id"] = format(ctx.trace_id, "032x")
-                    line["span_id"] = format(ctx.span_id, "016x")
-            decision = context.current_decision.get()
-            if decision is not None:
-                line.setdefault("decision_id", decision.decision_id)
-                if decision.market is not None:
-                    line.setdefault("market", decision.market)
+            logs.add_trace_context(line)
             pipeline.put_line(level, message, line, _time())
             return fields
         record = logging.LogRecord(log.name, level, "dora_otel", 0, message, None, None)

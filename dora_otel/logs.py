@@ -93,6 +93,15 @@ def event_fields(record: logging.LogRecord) -> dict[str, Any]:
         fields.setdefault("stack", "".join(traceback.format_exception(*record.exc_info)))
     elif "event_type" not in fields:
         fields["event_type"] = "LOG"
+    add_trace_context(fields)
+    record._dora_fields = fields  # type: ignore[attr-defined]
+    return fields
+
+
+def add_trace_context(fields: dict[str, Any]) -> None:
+    """Add the calling thread's trace context to a line's fields: the current span's `trace_id` /
+    `span_id` (unless the fields name them) and the current decision's `decision_id` and `market`
+    (unless set). Runs on the thread that logs (it reads that thread's context); cheap."""
     if "trace_id" not in fields:
         ctx = _get_current_span().get_span_context()
         if ctx.is_valid:
@@ -103,8 +112,6 @@ def event_fields(record: logging.LogRecord) -> dict[str, Any]:
         fields.setdefault("decision_id", decision.decision_id)
         if decision.market is not None:
             fields.setdefault("market", decision.market)
-    record._dora_fields = fields  # type: ignore[attr-defined]
-    return fields
 
 
 def _safe_str(value: Any) -> str:
