@@ -17,6 +17,7 @@ the rest).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +28,10 @@ import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
 import dora_otel
+
+# Nothing a test starts (boto3 in this process or in a `dora-otel` subprocess, which inherits the
+# environment) may ask the EC2 metadata address for credentials or a region: only 127.0.0.1.
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
