@@ -45,6 +45,12 @@ test: $(TEST_STAMP) $(NPM_STAMP)
 	$(PY) -m pytest -q
 
 bench: install
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[bench]' >&2
 	$(PY) bench/hot_path.py
+	$(PY) bench/hot_path.py --ledger sqlite
 	$(PY) bench/hot_path.py --clock wall
+	$(PY) bench/decision_to_wire.py --ledger off
+	$(PY) bench/decision_to_wire.py --ledger sqlite
+	$(PY) bench/throughput.py
+	$(PY) bench/peers.py
 	$(PY) bench/ledger_cycle.py

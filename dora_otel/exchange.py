@@ -230,6 +230,15 @@ def read_response(response: Any) -> Outcome:
 
 
 def _read_response(response: Any) -> Outcome:
+    if type(response) is dict and len(response) == 1:
+        # Kalshi's usual answer, exactly {"order": {...}} (no error, no code): what the general path
+        # below concludes for it, without its probes (this runs on the trading thread per order).
+        order = response.get("order")
+        if type(order) is dict:
+            order_id = _order_id(order)
+            if order_id is not None:
+                status = order.get("status")
+                return Outcome(OrderStatus.ACCEPTED, order_id, None if status is None else safe_text(status, 100))
     if response is None:
         return Outcome(OrderStatus.UNKNOWN, error_msg=NO_RESPONSE, reason="no_response")
     http_status = None if isinstance(response, dict) else _status_of(response)

@@ -25,7 +25,9 @@ _DAY = 86_400
 # Fields an event carries that are not record fields (the line's own, or too big for the ledger).
 _FIELD_SKIP = frozenset({"stack", "event_type", "trace_id", "span_id"})
 _PLAIN = frozenset({str, int, float, bool})
-_TEXT = frozenset({str, bool})
+# = _runtime._INT_RANGE / _FLOAT_RANGE (safe_value keeps such numbers as they are).
+_INT_LO, _INT_HI = -(2**63), 2**64
+_FLOAT_LO, _FLOAT_HI = 1e-130, 1e126
 
 
 def _storable(value: Any) -> Any:
@@ -93,7 +95,17 @@ class RecordBuilder:
         for key, value in fields.items():
             if value is None or key in _FIELD_SKIP:
                 continue
-            record[key] = value if type(value) in _TEXT else _storable(value)
+            kind = type(value)
+            # Inline the common cases of `_storable` (what safe_value keeps as it is: text, bools,
+            # ints in orjson's range, floats every store keeps); everything else goes through it.
+            if kind is str or kind is bool:
+                record[key] = value
+            elif kind is int:
+                record[key] = value if _INT_LO <= value < _INT_HI else _storable(value)
+            elif kind is float:
+                record[key] = value if _FLOAT_LO <= abs(value) < _FLOAT_HI or value == 0.0 else _storable(value)
+            else:
+                record[key] = _storable(value)
         record["event_ts"] = iso_from_ns(ts_ns)
         record["trace_id"] = format(trace_id, "032x")
         record["span_id"] = format(span_id, "016x")
