@@ -65,7 +65,8 @@ def encode_span(span: ReadableSpan) -> dict[str, Any]:
         out["parentSpanId"] = format(span.parent.span_id, "016x")
     status = span.status
     if status.status_code is not StatusCode.UNSET:
-        out["status"] = {"code": _STATUS[status.status_code], **({"message": status.description} if status.description else {})}
+        out["status"] = {"code": _STATUS[status.status_code],
+                         **({"message": status.description} if status.description else {})}
     if span.events:
         out["events"] = [{"timeUnixNano": str(e.timestamp), "name": e.name, "attributes": _attributes(e.attributes)}
                          for e in span.events]

@@ -49,7 +49,9 @@ class Telemetry:
         self.bot_run_id = identity.BOT_RUN_ID
         self.bot_version = bot_version
         self.env = config.env
-        self.resource_attributes = resource_attributes
+        # str values from identity; once setup() adopts the bot's provider, its merged resource's
+        # attributes, which may be any OTel attribute value (int, bool, sequences).
+        self.resource_attributes: dict[str, Any] = resource_attributes
         self.ledger: Any = None
         self.tracer_provider: Any = None
         self.owns_provider = True
@@ -287,7 +289,7 @@ def _setup(config: Config, problems: list[EnvProblem], overrides: dict[str, Any]
         except Exception as err:  # an SDK whose Tracer we do not know: our own pipeline, as before
             selection = otel_setup.Selection("own", foreign=f"{type(selection.provider).__name__} ({err})")
         else:
-            telemetry.resource_attributes = {k: v for k, v in adoption.resource.attributes.items()}  # type: ignore[misc]
+            telemetry.resource_attributes = dict(adoption.resource.attributes)
     late_errors = _install_logging(telemetry, config, identity_fields, data_dir_error is None, batch_log,
                                    log_limits)
     reported: set[str] = set()

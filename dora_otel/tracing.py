@@ -193,7 +193,8 @@ class IdOnlyTracer:
 
         parent = trace_api.get_current_span(context).get_span_context()
         trace_id = parent.trace_id if parent.is_valid else self._ids.generate_trace_id()
-        return trace_api.NonRecordingSpan(trace_api.SpanContext(trace_id, self._ids.generate_span_id(), is_remote=False))
+        span_id = self._ids.generate_span_id()
+        return trace_api.NonRecordingSpan(trace_api.SpanContext(trace_id, span_id, is_remote=False))
 
 
 def build_provider(*, resource_attributes: dict[str, str], endpoint: str | None, protocol: str,

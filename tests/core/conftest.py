@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -44,8 +45,8 @@ class Captured:
 
 def start(tmp_path: Any, **overrides: Any) -> Captured:
     stream = io.StringIO()
-    args: dict[str, Any] = dict(stream=stream, container_mode=True, data_dir=tmp_path, ledger="off",
-                                strict=True, install_signal_handlers=False, watchdog_seconds=0)
+    args: dict[str, Any] = {"stream": stream, "container_mode": True, "data_dir": tmp_path, "ledger": "off",
+                            "strict": True, "install_signal_handlers": False, "watchdog_seconds": 0}
     args.update(overrides)
     telemetry = dora_otel.setup(**args)
     exporter = InMemorySpanExporter()

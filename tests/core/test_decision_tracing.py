@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 
 import pytest
@@ -33,7 +32,7 @@ class Exchange:
     def place_order(self, market, side, price, size, client_order_id=None, api_secret="s3cr3t-value"):
         self.seen_client_ids.append(client_order_id)
         if self.behaviour == "timeout":
-            raise socket.timeout("timed out")
+            raise TimeoutError("timed out")
         if self.behaviour == "reject":
             err = RuntimeError("insufficient balance")
             err.status_code = 400
@@ -58,7 +57,7 @@ def test_decision_span_trace_id_is_the_decision_id_on_every_line(cap):
     assert decision["decision_id"] == format(span.context.trace_id, "032x")
     assert len(decision["decision_id"]) == 32
     assert span.parent is None and span.attributes["dora.market"] == "KXBTC"
-    inner = [l for l in cap.lines() if l["message"] == "computing quotes"][0]
+    inner = next(l for l in cap.lines() if l["message"] == "computing quotes")
     assert inner["decision_id"] == decision["decision_id"] == inner["trace_id"]
     assert inner["span_id"] == format(span.context.span_id, "016x")
     assert decision["target_count"] == 2 and decision["spread"] == pytest.approx(0.05)
@@ -115,7 +114,7 @@ def test_client_order_id_is_generated_deterministically_and_reused_on_retry(cap)
     strategy, exchange = Strategy(), Exchange("timeout")
     strategy.quote("KXBTC")
     for _ in range(2):
-        with pytest.raises(socket.timeout):
+        with pytest.raises(TimeoutError):
             exchange.place_order("KXBTC", "yes", 0.45, 10)
     first, second = exchange.seen_client_ids
     assert first == second and first
@@ -177,7 +176,7 @@ def test_async_functions_and_methods_are_decorated_too(cap):
     asyncio.run(main())
     decision = cap.events("DECISION_MADE")[0]
     assert decision["market"] == "KXETH" and decision["spread"] == 0.02 and decision["target_count"] == 1
-    assert [l for l in cap.lines() if l["message"] == "async inside"][0]["decision_id"] == decision["decision_id"]
+    assert next(l for l in cap.lines() if l["message"] == "async inside")["decision_id"] == decision["decision_id"]
     place_line = cap.events("ORDER_PLACE")[0]
     assert place_line["decision_id"] == decision["decision_id"] and place_line["size"] == 10
 
@@ -380,7 +379,7 @@ def test_orders_after_the_decision_returns_take_the_next_free_slot_and_a_retry_k
     strategy.quote("KXRETRY")
     decision = cap.events("DECISION_MADE")[0]
     for _ in range(2):  # the same target after an UNKNOWN outcome: a retry of slot 0
-        with pytest.raises(socket.timeout):
+        with pytest.raises(TimeoutError):
             ex.place_order("KXRETRY", "yes", 0.45, 10)
     ex.behaviour = "accept"
     ex.place_order("KXRETRY", "yes", 0.45, 10)  # still a retry: slot 0 was never answered for good

@@ -38,9 +38,9 @@ def test_every_line_has_the_base_fields_with_their_types(cap):
         assert RUN_ID.match(line["bot_run_id"])
         assert line["service"] == "dora-bot" and line["env"] == "demo"
         assert isinstance(line["seq"], int)
-    plain = [l for l in lines if l["message"] == "plain line from bot code"][0]
+    plain = next(l for l in lines if l["message"] == "plain line from bot code")
     assert plain["event_type"] == "LOG" and plain["level"] == "INFO" and plain["logger"] == "bot"
-    assert [l for l in lines if l["level"] == "WARNING"][0]["message"] == "a warning with args"
+    assert next(l for l in lines if l["level"] == "WARNING")["message"] == "a warning with args"
 
 
 def test_seq_increases_strictly_across_lines(cap):
@@ -88,7 +88,7 @@ def test_values_json_cannot_hold_never_break_a_line(cap):
         "nested": {"x": [float("-inf"), Decimal("NaN")], 3: "int key"},
     }
     logging.getLogger("bot").info("odd values", extra=extra)
-    line = [l for l in cap.lines() if l["message"] == "odd values"][0]
+    line = next(l for l in cap.lines() if l["message"] == "odd values")
     assert line["price"] == 0.45 and line["when"].startswith("2026-01-02T03:04:05")
     assert line["colour"] == "red" and line["obj"].startswith("<object object")
     assert line["nan"] == "nan" and line["inf"] == "inf" and line["huge"] == str(2**80)
@@ -100,7 +100,7 @@ def test_message_args_that_fail_to_format_still_give_one_line(cap):
     # Fed to our handler directly: pytest's own capture handler would raise on this record first.
     record = logging.LogRecord("bot", logging.INFO, __file__, 1, "needs two %s %s", ("only-one",), None)
     cap.telemetry._pipeline.handler.handle(record)
-    line = [l for l in cap.lines() if l["logger"] == "bot"][0]
+    line = next(l for l in cap.lines() if l["logger"] == "bot")
     assert "needs two" in line["message"] and "only-one" in line["message"]
 
 
@@ -213,7 +213,9 @@ def test_seq_stays_gapless_whatever_the_bot_passes(cap):
 
 
 def test_extra_bound_and_helper_values_are_scrubbed(cap):
-    pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6\n-----END RSA PRIVATE KEY-----"
+    pem = ("-----BEGIN RSA PRIVATE KEY-----\n"
+           "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6\n"
+           "-----END RSA PRIVATE KEY-----")
     log = logging.getLogger("bot")
     log.info("extra", extra={"request": {"private_key": pem, "order_id": "o-9"}, "note": repr(pem)})
     with dora_otel.bind(api_key="a952bcbe-ec3b-4b5b-b8f9-11dae589608c"):
@@ -227,7 +229,7 @@ def test_extra_bound_and_helper_values_are_scrubbed(cap):
 
 
 # --------------------------------------------------------------------------- property: hostile input
-_reserved_or_odd_keys = st.one_of(st.sampled_from(RESERVED + ("field_seq", "password", "token", "tokens", "_x")),
+_reserved_or_odd_keys = st.one_of(st.sampled_from((*RESERVED, "field_seq", "password", "token", "tokens", "_x")),
                                   st.text(min_size=1, max_size=12))
 _values = st.recursive(
     # Integers of any size: beyond 64 bits they become text in every output.
@@ -272,7 +274,7 @@ def test_hostile_extra_bind_and_helper_keys_never_break_a_line_or_its_base_field
         for text in raw:
             line = json.loads(text)
             assert isinstance(line, dict)
-            for field in BASE + ("logger",):
+            for field in (*BASE, "logger"):
                 assert field in line, (field, line)
             assert line["bot_run_id"] == cap.telemetry.bot_run_id and line["service"] == "dora-bot"
             assert line["env"] == "demo" and TS.match(line["ts"]) and isinstance(line["seq"], int)

@@ -283,8 +283,9 @@ def test_cancelled_error_inside_an_async_place_is_unknown_and_still_propagates(c
 
 
 def test_result_and_classify_hooks_still_win(cap):
-    @dora_otel.order_place(result=lambda r: {"status": "accepted", "order_id": r["id"]},
-                           classify=lambda exc: exchange.Outcome(OrderStatus.REJECTED, error_msg="custom", reason="mine"))
+    @dora_otel.order_place(
+        result=lambda r: {"status": "accepted", "order_id": r["id"]},
+        classify=lambda exc: exchange.Outcome(OrderStatus.REJECTED, error_msg="custom", reason="mine"))
     def place(market: str, side: str, price: float, size: int, fail: bool = False) -> Any:
         if fail:
             raise RuntimeError("503 would be unknown by default")

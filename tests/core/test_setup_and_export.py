@@ -15,6 +15,7 @@ import textwrap
 import threading
 from concurrent import futures
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -152,9 +153,9 @@ def test_execution_spans_reach_the_ledger_even_when_the_sampler_drops_them(tmp_p
 # ------------------------------------------------------------------ OTLP over a real socket
 
 class _HttpCollector(http.server.BaseHTTPRequestHandler):
-    received: list[tuple[str, bytes]] = []
+    received: ClassVar[list[tuple[str, bytes]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).received.append((self.path, body))
         self.send_response(200)
@@ -197,7 +198,8 @@ def _run_one_decision_and_check(tmp_path, endpoint, protocol, requests):
     assert captured.telemetry.shutdown() is True
     spans, logs = _decode(requests)
     traced = [s for _, s in spans if s.trace_id.hex() == decision_id]
-    assert sorted(s.name for s in traced) == ["decision KXBTC", "order.place", "order.place", "order.result", "order.result"]
+    assert sorted(s.name for s in traced) == ["decision KXBTC", "order.place", "order.place",
+                                              "order.result", "order.result"]
     resource = _attrs(spans[0][0].attributes)
     assert resource["dora.bot_run_id"] == captured.telemetry.bot_run_id and resource["service.name"] == "dora-bot"
     by_type = {}
@@ -239,12 +241,12 @@ def test_otlp_grpc_export_reaches_a_receiver_over_a_real_socket(tmp_path):
     received: list[tuple[str, bytes]] = []
 
     class Traces(trace_service_pb2_grpc.TraceServiceServicer):
-        def Export(self, request, context):  # noqa: N802 (gRPC naming)
+        def Export(self, request, context):
             received.append(("traces", request.SerializeToString()))
             return trace_service_pb2.ExportTraceServiceResponse()
 
     class Logs(logs_service_pb2_grpc.LogsServiceServicer):
-        def Export(self, request, context):  # noqa: N802
+        def Export(self, request, context):
             received.append(("logs", request.SerializeToString()))
             return logs_service_pb2.ExportLogsServiceResponse()
 
@@ -295,7 +297,7 @@ def test_sigterm_logs_shutdown_last_and_flushes_spans(tmp_path):
     lines = [json.loads(line) for line in out.splitlines()]
     assert lines[0]["event_type"] == "STARTUP"
     assert lines[-1]["event_type"] == "SHUTDOWN" and lines[-1]["reason"] == "SIGTERM" and lines[-1]["flushed"] is True
-    decision_id = [l for l in lines if l["event_type"] == "DECISION_MADE"][0]["decision_id"]
+    decision_id = next(l for l in lines if l["event_type"] == "DECISION_MADE")["decision_id"]
     assert decision_id in {s["traceId"] for s in read_spans(tmp_path / "spans" / "spans.jsonl")}
 
 
@@ -315,7 +317,8 @@ def _python(code: str, tmp_path, **env: str) -> subprocess.CompletedProcess:
 def test_importing_dora_otel_does_not_import_boto3(tmp_path):
     proc = _python("""
         import sys, dora_otel
-        assert "boto3" not in sys.modules and "botocore" not in sys.modules, sorted(m for m in sys.modules if "boto" in m)
+        boto = sorted(m for m in sys.modules if "boto" in m)
+        assert "boto3" not in sys.modules and "botocore" not in sys.modules, boto
         print("ok")
     """, tmp_path)
     assert proc.stdout.strip() == "ok", proc.stderr
@@ -346,8 +349,8 @@ def test_setup_installs_the_global_provider_so_other_instrumentation_joins_the_t
     """, tmp_path)
     assert proc.returncode == 0, proc.stderr
     spans = read_spans(tmp_path / "spans" / "spans.jsonl")
-    place = [s for s in spans if s["name"] == "order.place"][0]
-    http = [s for s in spans if s["name"] == "HTTP POST /orders"][0]
+    place = next(s for s in spans if s["name"] == "order.place")
+    http = next(s for s in spans if s["name"] == "HTTP POST /orders")
     assert http["traceId"] == place["traceId"] and http["parentSpanId"] == place["spanId"]
 
 

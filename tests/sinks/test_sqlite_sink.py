@@ -42,15 +42,18 @@ def test_the_database_lives_under_the_data_dir_in_wal_mode(
             "execution_log_gsi1",
         ),
         (
-            "SELECT record FROM decision_log WHERE market = ? AND decision_ts BETWEEN ? AND ? ORDER BY decision_ts, decision_id",
+            "SELECT record FROM decision_log WHERE market = ? AND decision_ts BETWEEN ? AND ? "
+            "ORDER BY decision_ts, decision_id",
             "decision_log_market_ts",
         ),
         (
-            "SELECT record FROM decision_log WHERE decision_day BETWEEN ? AND ? AND decision_ts BETWEEN ? AND ? ORDER BY decision_ts, decision_id",
+            "SELECT record FROM decision_log WHERE decision_day BETWEEN ? AND ? "
+            "AND decision_ts BETWEEN ? AND ? ORDER BY decision_ts, decision_id",
             "decision_log_day_ts",
         ),
         (
-            "SELECT record FROM execution_log WHERE bot_run_id = ? AND event_ts >= ? AND event_ts <= ? ORDER BY event_ts, seq",
+            "SELECT record FROM execution_log WHERE bot_run_id = ? AND event_ts >= ? AND event_ts <= ? "
+            "ORDER BY event_ts, seq",
             "execution_log_run_ts",
         ),
     ],
@@ -78,7 +81,7 @@ def test_the_shipper_thread_writes_while_another_thread_reads(
                 sink.write_batch(
                     [ledger_execution_record(seq=i, decision_id="t" * 32) for i in range(start, start + 25)]
                 )
-        except BaseException as exc:  # pragma: no cover - reported below
+        except BaseException as exc:  # noqa: BLE001  pragma: no cover - any failure is asserted below
             errors.append(exc)
 
     writer = threading.Thread(target=write)
@@ -136,9 +139,9 @@ def test_rows_past_expires_at_are_pruned_like_dynamodb_ttl(
     old = SQLiteSink(sqlite_path(tmp_path), prune_every_s=None)  # another writer that never prunes
     expired = [ledger_execution_record(seq=i, expires_at=now - 10) for i in range(30)]
     old.write_batch(expired[:25])
-    old.write_batch(expired[25:] + [ledger_decision_record(decision_id="d" * 32, expires_at=now - 10)])
+    old.write_batch([*expired[25:], ledger_decision_record(decision_id="d" * 32, expires_at=now - 10)])
     live = [ledger_execution_record(seq=100 + i, expires_at=now + 86400) for i in range(3)]
-    sink.write_batch(live + [ledger_decision_record(decision_id="e" * 32, expires_at=now + 86400)])
+    sink.write_batch([*live, ledger_decision_record(decision_id="e" * 32, expires_at=now + 86400)])
     with contextlib.closing(sqlite3.connect(sqlite_path(tmp_path))) as conn:
         assert conn.execute("SELECT count(*) FROM execution_log").fetchone()[0] == 3
         assert [r[0] for r in conn.execute("SELECT decision_id FROM decision_log")] == ["e" * 32]
