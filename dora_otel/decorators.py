@@ -169,13 +169,13 @@ class _CoidSlot:
             return args, kwargs
         if self.index is not None and self.index < len(args):
             if _empty(args[self.index]):
-                args = args[:self.index] + (coid,) + args[self.index + 1:]
+                args = (*args[:self.index], coid, *args[self.index + 1:])
             return args, kwargs
         if self.keyword:
             kwargs = dict(kwargs)
             kwargs[name] = coid
         elif self.index is not None and self.index == len(args):  # positional-only, next in line
-            args = args + (coid,)
+            args = (*args, coid)
         return args, kwargs
 
 
@@ -485,7 +485,8 @@ def order_place(fn: F | None = None, /, *, result: Callable[[Any], Any] | None =
         def before(runtime: _runtime.Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _CallState:
             found = extract(args, kwargs)
             mkt = _market(found.get("market"))
-            side, price, size = safe_value(found.get("side"), 200), safe_value(found.get("price")), safe_value(found.get("size"))
+            side = safe_value(found.get("side"), 200)
+            price, size = safe_value(found.get("price")), safe_value(found.get("size"))
             bot_coid = _coid_text(found.get("client_order_id"))
             bot_slot = found.get("slot")
             if bot_slot is not None and (type(bot_slot) is not int):
@@ -507,7 +508,8 @@ def order_place(fn: F | None = None, /, *, result: Callable[[Any], Any] | None =
             state = _CallState(runtime, span, fields, args, kwargs, decision=decision)
             state.token = otel_context.attach(set_span_in_context(span.api_span))
             if decision is not None and current_decision.get() is None:
-                state.decision_token = current_decision.set(DecisionRef(decision.decision_id, mkt, decision.span_context))
+                state.decision_token = current_decision.set(
+                    DecisionRef(decision.decision_id, mkt, decision.span_context))
             if decision is not None:
                 state.ref = OrderRef(decision.decision_id, decision.span_context, mkt, slot, side, price, size, coid)
                 if coid is not None:
@@ -571,7 +573,8 @@ def _outcome_from(value: Any) -> exchange.Outcome | None:
         status, rest = value.status, list(value[1:])
     elif isinstance(value, dict):
         status = OrderStatus(str(value["status"]).upper())
-        rest = [value.get(k) for k in ("order_id", "exchange_status", "error_type", "error_msg", "http_status", "reason")]
+        rest = [value.get(k)
+                for k in ("order_id", "exchange_status", "error_type", "error_msg", "http_status", "reason")]
     else:
         return exchange.Outcome(OrderStatus(str(value).upper()))
     order_id, exchange_status, error_type, error_msg, http_status, reason = rest
@@ -616,7 +619,12 @@ def _order_result(state: _CallState, outcome: exchange.Outcome, latency_ms: floa
     state.span.set_attribute("dora.status", status)
     if order_id and state.ref is not None:
         runtime.orders.add(str(order_id), state.ref)
-    level = logging.INFO if status == "ACCEPTED" else logging.WARNING if status in ("REJECTED", "DUPLICATE") else logging.ERROR
+    if status == "ACCEPTED":
+        level = logging.INFO
+    elif status in ("REJECTED", "DUPLICATE"):
+        level = logging.WARNING
+    else:
+        level = logging.ERROR
     if status == "ACCEPTED":
         text = f"order {order_id} accepted ({latency_ms:.1f} ms)"
     elif status == "DUPLICATE":
@@ -833,8 +841,9 @@ def default_spread(result: Any, targets: list[dict[str, Any]]) -> float | None:
     value = result.get("spread") if isinstance(result, dict) else getattr(result, "spread", None)
     if value is not None and not isinstance(result, (list, tuple)):
         return float(value)
-    yes = [t["price"] for t in targets if str(t.get("side")).lower() in ("yes", "buy", "bid") and t.get("price") is not None]
-    no = [t["price"] for t in targets if str(t.get("side")).lower() in ("no", "sell", "ask") and t.get("price") is not None]
+    priced = [t for t in targets if t.get("price") is not None]
+    yes = [t["price"] for t in priced if str(t.get("side")).lower() in ("yes", "buy", "bid")]
+    no = [t["price"] for t in priced if str(t.get("side")).lower() in ("no", "sell", "ask")]
     if not yes or not no:
         return None
     best_yes, best_no = max(map(float, yes)), max(map(float, no))
@@ -844,7 +853,8 @@ def default_spread(result: Any, targets: list[dict[str, Any]]) -> float | None:
 
 def expected_orders_hash(targets: list[dict[str, Any]]) -> str:
     """A stable hash of the sorted target orders (side, price, size): equal plans hash equal."""
-    keys = sorted((str(t.get("side")), price_key(t.get("price")) or 0.0, size_key(t.get("size")) or 0.0) for t in targets)
+    keys = sorted((str(t.get("side")), price_key(t.get("price")) or 0.0, size_key(t.get("size")) or 0.0)
+                  for t in targets)
     return hashlib.sha256(orjson.dumps(keys)).hexdigest()[:32]
 
 

@@ -21,10 +21,10 @@ outputs, counts the lines it lost (`logs_dropped`) and says when writing works a
 
 from __future__ import annotations
 
-import logging
-import logging.handlers
 import datetime as _dt
 import enum
+import logging
+import logging.handlers
 import math
 import os
 import queue
@@ -33,9 +33,10 @@ import time
 import traceback
 import uuid
 import weakref
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 from opentelemetry import trace
@@ -131,7 +132,7 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).decode("utf-8", "backslashreplace")
     if isinstance(value, (set, frozenset)):
-        return sorted((_safe_str(v) for v in value))
+        return sorted(_safe_str(v) for v in value)
     if isinstance(value, Path):
         return str(value)
     return _safe_str(value)
@@ -158,7 +159,7 @@ def _clean(value: Any) -> Any:
         return [_clean(v) for v in value]
     if isinstance(value, int) and not isinstance(value, bool) and not _INT_MIN <= value < _INT_MAX:
         return str(value)
-    if isinstance(value, (int, float, str)) or isinstance(value, _NATIVE):
+    if isinstance(value, (int, float, str, *_NATIVE)):
         return value
     # Anything else becomes its text here (not in orjson's default hook), so scrubbing sees it.
     converted = _json_default(value)
@@ -455,7 +456,7 @@ class _Line:
     fields (ids, decision, bound fields already captured) and its time. The writer makes the
     LogRecord the handlers take (logs.event_fields finds the fields cached on it)."""
 
-    __slots__ = ("level", "message", "fields", "created")
+    __slots__ = ("created", "fields", "level", "message")
 
     def __init__(self, level: int, message: str, fields: dict[str, Any], created: float) -> None:
         self.level, self.message, self.fields, self.created = level, message, fields, created
@@ -663,7 +664,7 @@ class LogPipeline:
             return
         self.queue = queue.SimpleQueue()
         self.closed = False
-        handlers = self._writer._handlers  # noqa: SLF001 (same module)
+        handlers = self._writer._handlers
         self._writer = _Writer(self.queue, handlers, self._writer._interval_s)
         self.handler.queue = self.queue
         self._writer.thread.start()
