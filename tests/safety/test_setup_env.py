@@ -60,10 +60,13 @@ def lines_of(stream: io.StringIO) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stream.getvalue().splitlines() if line]
 
 
-def run_bot(data_dir: Path, **overrides: Any) -> tuple[dora_otel.Telemetry, io.StringIO]:
+def run_bot(data_dir: Path | None, **overrides: Any) -> tuple[dora_otel.Telemetry, io.StringIO]:
+    """setup() (data_dir None: from DORA_DATA_DIR, as a deployed bot gets it) and five fills."""
     stream = io.StringIO()
-    args: dict[str, Any] = {"stream": stream, "data_dir": data_dir, "install_signal_handlers": False,
+    args: dict[str, Any] = {"stream": stream, "install_signal_handlers": False,
                             "watchdog_seconds": 0, "shutdown_timeout_s": 1.0}
+    if data_dir is not None:
+        args["data_dir"] = data_dir
     args.update(overrides)
     telemetry = dora_otel.setup(**args)
     for i in range(5):
@@ -182,12 +185,7 @@ def test_data_dir_below_a_regular_file_falls_back_to_stdout_and_a_memory_ledger(
     (tmp_path / "file").write_text("x")
     data_dir = tmp_path / "file" / "data"
     monkeypatch.setenv("DORA_DATA_DIR", str(data_dir))
-    stream = io.StringIO()
-    telemetry = dora_otel.setup(stream=stream, install_signal_handlers=False, watchdog_seconds=0,
-                                shutdown_timeout_s=0.5)
-    for i in range(5):
-        dora_otel.record_fill(market="KXBTC-26DEC01-B97000", side="yes", price=0.5, size=1, pnl_delta=0.0,
-                              order_id=f"ord-{i}")
+    telemetry, stream = run_bot(None)
     _check_memory_fallback(telemetry, stream, data_dir, "NotADirectoryError")
     assert bot_logging.snapshot() == bot_logging.before
 
@@ -216,12 +214,7 @@ def test_read_only_data_dir_falls_back(
         if not mounted:
             pytest.skip("needs mount -t tmpfs -o ro (root)")
         monkeypatch.setenv("DORA_DATA_DIR", str(data_dir))
-        stream = io.StringIO()
-        telemetry = dora_otel.setup(stream=stream, install_signal_handlers=False, watchdog_seconds=0,
-                                    shutdown_timeout_s=0.5)
-        for i in range(5):
-            dora_otel.record_fill(market="KXBTC-26DEC01-B97000", side="yes", price=0.5, size=1, pnl_delta=0.0,
-                                  order_id=f"ord-{i}")
+        telemetry, stream = run_bot(None)
         _check_memory_fallback(telemetry, stream, data_dir, "OSError")  # EROFS
     assert bot_logging.snapshot() == bot_logging.before
 
@@ -248,12 +241,7 @@ def test_data_dir_without_permission_falls_back(
         if not ok:
             pytest.skip("needs chattr +i")
         monkeypatch.setenv("DORA_DATA_DIR", str(data_dir))
-        stream = io.StringIO()
-        telemetry = dora_otel.setup(stream=stream, install_signal_handlers=False, watchdog_seconds=0,
-                                    shutdown_timeout_s=0.5)
-        for i in range(5):
-            dora_otel.record_fill(market="KXBTC-26DEC01-B97000", side="yes", price=0.5, size=1, pnl_delta=0.0,
-                                  order_id=f"ord-{i}")
+        telemetry, stream = run_bot(None)
         _check_memory_fallback(telemetry, stream, data_dir, "PermissionError")
     assert bot_logging.snapshot() == bot_logging.before
 
