@@ -206,8 +206,9 @@ class Exchange:
             return len(self.held)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    exchange: Exchange  # set on the subclass made by serve()
+class JsonHandler(BaseHTTPRequestHandler):
+    """A quiet request handler that answers JSON (shared by the test exchanges)."""
+
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
@@ -221,8 +222,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):  # the client timed out and went away
+        except OSError:  # the client timed out and went away
             pass
+
+
+class _Handler(JsonHandler):
+    exchange: Exchange  # set on the subclass made by serve()
 
     def _body(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length") or 0)

@@ -11,9 +11,13 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from exchange_server import JsonHandler  # (the folder is put on sys.path just above)
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -27,27 +31,12 @@ def readme_example() -> str:
     return match.group(1)
 
 
-class ScriptedExchange(BaseHTTPRequestHandler):
+class ScriptedExchange(JsonHandler):
     """Answers the order placements in turn: 201, 400 insufficient_balance, 503, too slow (timeout)."""
 
-    protocol_version = "HTTP/1.1"
     answers = ((201, 0.0), (400, 0.0), (503, 0.0), (201, 2.6))
     placed: ClassVar[list[dict[str, Any]]] = []
     lock = threading.Lock()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _send(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except OSError:
-            pass
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
