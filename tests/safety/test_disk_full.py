@@ -28,6 +28,7 @@ from dora_otel.ledger import Ledger, pending_on_disk
 from dora_otel.ledger.journal import PROGRESS_SUFFIX
 from dora_otel.protocols import RetryableSinkError, WriteResult
 from dora_otel.sinks.memory import MemorySink
+from tests.mounts import mounted_tmpfs
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = {"retry_base_s": 0.01, "retry_max_s": 0.05, "linger_s": 0.0}
@@ -76,29 +77,12 @@ def pending_event_ids(journal: Path) -> set[str]:
     return ids
 
 
-@contextlib.contextmanager
-def _mounted_tmpfs(path: Path, options: str) -> Iterator[bool]:
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        yield False
-        return
-    command = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)]
-    done = subprocess.run(command, capture_output=True, check=False)
-    if done.returncode != 0:
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
-
-
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[tuple[Path, Any]]:
     """``(directory, preexec_fn)``: a 256 KiB tmpfs, or (no mount permission) a plain directory and
     a preexec_fn limiting the child's file sizes to 256 KiB."""
     mount = tmp_path / "disk"
-    with _mounted_tmpfs(mount, "size=256k") as mounted:
+    with mounted_tmpfs(mount, "size=256k") as mounted:
         if mounted:
             yield mount, None
         else:
@@ -172,7 +156,7 @@ def test_disk_full_at_the_journal_keeps_records_in_memory_and_counts_those_lost_
     """The journal's filesystem fills up while the sink is down: the records that fit are on disk,
     the rest wait in memory; at shutdown those are counted in ``dropped`` (ERROR line)."""
     journal = tmp_path / "journal"
-    with _mounted_tmpfs(journal, "size=64k") as mounted:
+    with mounted_tmpfs(journal, "size=64k") as mounted:
         if not mounted:
             pytest.skip("needs mount -t tmpfs (root); the subprocess test above covers the fallback")
         sink = DownSink()
@@ -247,7 +231,7 @@ def test_unwritable_journal_directory_says_records_are_in_memory_and_counts_them
 def test_read_only_journal_directory_still_ships_through_memory(tmp_path: Path) -> None:
     """A read-only journal (EROFS) with a working sink: records ship from memory, none lost."""
     journal = tmp_path / "journal"
-    with _mounted_tmpfs(journal, "ro,size=64k") as mounted:
+    with mounted_tmpfs(journal, "ro,size=64k") as mounted:
         if not mounted:
             pytest.skip("needs mount -t tmpfs (root)")
         sink = MemorySink()

@@ -8,7 +8,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 import dora_otel
 from dora_otel import telemetry as telemetry_module
+from tests.mounts import mounted_tmpfs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -141,23 +141,6 @@ def test_an_otlp_exporter_that_rejects_its_environment_falls_back_to_the_spans_f
     assert bot_logging.snapshot() == bot_logging.before
 
 
-@contextlib.contextmanager
-def read_only_dir(path: Path) -> Iterator[bool]:
-    path.mkdir(parents=True)
-    if os.geteuid() != 0:
-        yield False
-        return
-    command = ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)]
-    done = subprocess.run(command, capture_output=True, check=False)
-    if done.returncode != 0:
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
-
-
 def _check_memory_fallback(telemetry: dora_otel.Telemetry, stream: io.StringIO, data_dir: Path,
                            expected_error: str) -> None:
     stats = telemetry.stats()
@@ -210,7 +193,7 @@ def test_read_only_data_dir_falls_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bot_logging: BotLogging
 ) -> None:
     data_dir = tmp_path / "ro"
-    with read_only_dir(data_dir) as mounted:
+    with mounted_tmpfs(data_dir, "ro,size=64k") as mounted:
         if not mounted:
             pytest.skip("needs mount -t tmpfs -o ro (root)")
         monkeypatch.setenv("DORA_DATA_DIR", str(data_dir))
