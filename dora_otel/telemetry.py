@@ -540,9 +540,9 @@ def _build_provider(telemetry: Telemetry, config: Config, attributes: dict[str, 
     def build(kind: str) -> Any:
         telemetry._span_exporter = exporter(kind)
         return tracing.build_provider(
-            resource_attributes=attributes, endpoint=None, protocol=config.otlp_protocol, data_dir=config.data_dir,
+            resource_attributes=attributes, exporter=telemetry._span_exporter,
             export_timeout_s=_export_timeout(config), batch_options=batch_span,
-            span_limits=SpanLimits(**limits) if limits else None, exporter=telemetry._span_exporter)
+            span_limits=SpanLimits(**limits) if limits else None)
 
     kind = "otlp" if target is not None else "file" if disk_ok else "none"
     try:

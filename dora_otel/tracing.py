@@ -1,9 +1,8 @@
 """Tracing: the SDK TracerProvider, the sampler that keeps execution spans, and span export.
 
-With `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans leave through the OTLP exporter (grpc or
-http/protobuf per `OTEL_EXPORTER_OTLP_PROTOCOL`) to the collector. Without it they go to
-`<data_dir>/spans/spans.jsonl` as OTLP JSON (one export request per line, see spanfile.py),
-the embedded default.
+setup() picks the exporter (telemetry._build_provider): OTLP to the collector when traces have an
+OTLP target (config.otlp_target, otel_setup.otlp_span_exporter), else `<data_dir>/spans/spans.jsonl`
+as OTLP JSON (one export request per line, see spanfile.py), the embedded default.
 Both are behind a BatchSpanProcessor: best effort, never blocking the bot; and both are wrapped
 in `ScrubbingSpanExporter`, so every span is scrubbed (scrub.py) off the trading thread: dora's own
 spans (spans.py) when the event thread builds them, any other span on the export thread.
@@ -31,8 +30,6 @@ from dora_otel.scrub import MASK, is_sensitive_key, needs_scrub, scrub_text, scr
 _log = logging.getLogger("dora_otel.tracing")
 
 EVENT_TYPE_ATTR = "dora.event_type"
-SPANS_MAX_BYTES = 32 * 1024 * 1024  # DORA_SPANS_MAX_BYTES (same as spanfile.DEFAULT_MAX_BYTES)
-SPANS_BACKUPS = 3  # DORA_SPANS_BACKUPS: the spans directory holds at most (3 + 1) x 32 MiB
 
 
 class ExecutionAwareSampler(Sampler):
@@ -197,72 +194,16 @@ class IdOnlyTracer:
         return trace_api.NonRecordingSpan(trace_api.SpanContext(trace_id, span_id, is_remote=False))
 
 
-def build_provider(*, resource_attributes: dict[str, str], endpoint: str | None, protocol: str,
-                   data_dir: Path, export_timeout_s: float = 10.0, batch_options: dict[str, Any] | None = None,
-                   span_limits: Any = None, exporter: Any = None, spans_max_bytes: int = SPANS_MAX_BYTES,
-                   spans_backups: int = SPANS_BACKUPS) -> TracerProvider:
-    """A TracerProvider with our sampler and the right exporter (or `exporter` when given), scrubbed.
-    Does not install it globally. `batch_options` / `span_limits`: explicit BatchSpanProcessor
-    arguments and SpanLimits (setup() passes validated values, so bad OTEL_BSP_* / limit variables
-    cannot raise). The spans file rotates at `spans_max_bytes`, keeping `spans_backups` old files."""
+def build_provider(*, resource_attributes: dict[str, str], exporter: Any, export_timeout_s: float = 10.0,
+                   batch_options: dict[str, Any] | None = None, span_limits: Any = None) -> TracerProvider:
+    """A TracerProvider with our sampler and `exporter` (wrapped so what it exports is scrubbed) behind
+    a BatchSpanProcessor. Does not install it globally. `batch_options` / `span_limits`: explicit
+    BatchSpanProcessor arguments and SpanLimits (setup() passes validated values, so bad OTEL_BSP_* /
+    limit variables cannot raise). setup() chooses the exporter: OTLP (otel_setup.otlp_span_exporter),
+    the rotating spans file (spanfile.SpanFileExporter) or none."""
     provider = TracerProvider(resource=Resource.create(resource_attributes), span_limits=span_limits)
     provider.sampler = ExecutionAwareSampler(provider.sampler)  # tracers read it when created
-    if exporter is None:
-        exporter = _exporter(endpoint, protocol, data_dir, export_timeout_s, spans_max_bytes, spans_backups)
     provider.add_span_processor(BatchSpanProcessor(ScrubbingSpanExporter(exporter),
                                                    export_timeout_millis=export_timeout_s * 1000,
                                                    **(batch_options or {})))
     return provider
-
-
-def _exporter(endpoint: str | None, protocol: str, data_dir: Path, timeout_s: float,
-              spans_max_bytes: int = SPANS_MAX_BYTES, spans_backups: int = SPANS_BACKUPS) -> Any:
-    if endpoint:
-        if protocol == "http/protobuf":
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-                OTLPSpanExporter as HttpExporter,
-            )
-
-            return HttpExporter(endpoint=_http_url(endpoint, "v1/traces"), timeout=timeout_s)
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-            OTLPSpanExporter as GrpcExporter,
-        )
-
-        return GrpcExporter(endpoint=endpoint, insecure=_insecure(endpoint), timeout=timeout_s)
-    from dora_otel.spanfile import SpanFileExporter
-
-    return SpanFileExporter(spans_file_path(data_dir), max_bytes=spans_max_bytes, backups=spans_backups)
-
-
-def build_log_provider(*, resource_attributes: dict[str, str], endpoint: str, protocol: str,
-                       export_timeout_s: float = 10.0, batch_options: dict[str, Any] | None = None,
-                       log_limits: Any = None) -> Any:
-    """An OTel LoggerProvider exporting over OTLP (the logs API is still underscore-private)."""
-    from opentelemetry.sdk._logs import LoggerProvider
-    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-
-    if protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import (
-            OTLPLogExporter as HttpLogExporter,
-        )
-
-        exporter: Any = HttpLogExporter(endpoint=_http_url(endpoint, "v1/logs"), timeout=export_timeout_s)
-    else:
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
-            OTLPLogExporter as GrpcLogExporter,
-        )
-
-        exporter = GrpcLogExporter(endpoint=endpoint, insecure=_insecure(endpoint), timeout=export_timeout_s)
-    provider = LoggerProvider(resource=Resource.create(resource_attributes), log_record_limits=log_limits)
-    provider.add_log_record_processor(BatchLogRecordProcessor(exporter, export_timeout_millis=export_timeout_s * 1000,
-                                                              **(batch_options or {})))
-    return provider
-
-
-def _http_url(endpoint: str, path: str) -> str:
-    # OTEL_EXPORTER_OTLP_ENDPOINT is a base URL; the per-signal path is appended (OTel spec).
-    return endpoint.rstrip("/") + "/" + path
-
-
-def _insecure(endpoint: str) -> bool:
-    return not endpoint.startswith("https://")

@@ -395,7 +395,7 @@ def run_reconcile(args: argparse.Namespace, *, order_source: Any = None, logs_cl
     if setup_logging:
         config = Config.resolve({})
         lines_stream = None if (terminal or args.json) else out
-        job = JobLines(source.env, stream=lines_stream, endpoint=config.otlp_endpoint, protocol=config.otlp_protocol)
+        job = JobLines(source.env, stream=lines_stream, otlp=config.otlp_target("logs"))
     progress = _Progress(err if not terminal else out)
     try:
         report = reconcile(source, since, until, order_source=order_source if args.live else None,

@@ -15,11 +15,13 @@ import logging
 from typing import Any, TextIO
 
 from dora_otel import identity, logs
+from dora_otel.config import OtlpTarget
 from dora_otel.query.output import scrub_json, scrub_text
 
 __all__ = ["JobLines"]
 
 SERVICE = "dora-reconcile"
+_EXPORT_TIMEOUT_S = 10.0  # one OTLP export of the job's lines (the SDK exporters' own default)
 
 
 class _StreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -40,10 +42,10 @@ class _StreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 class JobLines:
-    """Emits job lines. ``stream`` None: no stream; ``endpoint`` None: no OTLP."""
+    """Emits job lines. ``stream`` None: no stream; ``otlp`` None: no OTLP (else the logs target,
+    ``config.otlp_target("logs")``, so the per-signal variables apply as they do to the bot)."""
 
-    def __init__(self, env: str, *, stream: TextIO | None, endpoint: str | None = None,
-                 protocol: str = "grpc") -> None:
+    def __init__(self, env: str, *, stream: TextIO | None, otlp: OtlpTarget | None = None) -> None:
         fields = {"service": SERVICE, "env": env, "bot_version": identity.resolve_bot_version(),
                   "bot_run_id": identity.BOT_RUN_ID}
         self.log = logging.getLogger("dora_otel.reconcile.job")
@@ -53,14 +55,13 @@ class JobLines:
         self._provider: Any = None
         if stream is not None:
             self._handlers.append(_StreamHandler(stream, logs.JsonFormatter(fields)))
-        if endpoint:
-            from dora_otel import tracing
+        if otlp is not None:
+            from dora_otel import otel_setup
 
             attributes = identity.resource_attributes(
                 service_name=SERVICE, env=env, bot_version=fields["bot_version"], bot_run_id=identity.BOT_RUN_ID,
                 instance_id=identity.resolve_instance_id())
-            self._provider = tracing.build_log_provider(resource_attributes=attributes, endpoint=endpoint,
-                                                        protocol=protocol)
+            self._provider = otel_setup.otlp_log_provider(otlp, attributes, _EXPORT_TIMEOUT_S)
             self._handlers.append(logs.otlp_handler(self._provider))
         for handler in self._handlers:
             self.log.addHandler(handler)
