@@ -24,10 +24,12 @@ from opentelemetry.trace import (
 
 from dora_otel import context, events, identity, logs
 from dora_otel.exchange import safe_text
+from dora_otel.spans import LiteSpan as _LiteSpan
 
 EVENTS_LOGGER = "dora_otel"
 _ROOT = logging.getLogger()
 _time = time.time
+_next_seq = identity.next_seq
 
 
 def client_order_id_for(decision_id: str, slot: int) -> str:
@@ -72,26 +74,39 @@ class Slot:
     planned: bool = False  # one of the strategy's targets (else an order the strategy did not return)
 
 
-@dataclasses.dataclass
 class Decision:
     """One decision and its slots, from the moment `@decision_cycle` starts until it is superseded.
 
     Every order of the decision gets its own slot and client_order_id, wherever it is placed from
     (inside the decision body, under `asyncio.gather`, from threads, or after the strategy returned).
-    All methods run under `Runtime.lock` (any thread).
+    All methods run under `Runtime.lock` (any thread). It is also what `context.current_decision`
+    holds while the strategy runs (decision_id, market, span_context).
     """
 
-    decision_id: str
-    market: Any
-    span_context: SpanContext
-    targets: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    slots: dict[int, Slot] = dataclasses.field(default_factory=dict)
-    next_slot: int = 0
-    decided: bool = False  # the strategy returned: `targets` are known
-    parent_context: Any = None  # an OTel Context whose current span is this decision (children start here)
+    __slots__ = ("_parent_context", "decided", "decision_id", "market", "next_slot", "sampled", "slots",
+                 "span_context", "span_id", "targets", "trace_id")
 
-    def __post_init__(self) -> None:
-        self.parent_context = set_span_in_context(NonRecordingSpan(self.span_context))
+    def __init__(self, decision_id: str, market: Any, span_context: SpanContext) -> None:
+        self.decision_id = decision_id
+        self.market = market
+        self.span_context = span_context
+        # The ids again as plain ints / bool: every order span of the decision starts from them.
+        self.trace_id: int = span_context.trace_id
+        self.span_id: int = span_context.span_id
+        self.sampled: bool = span_context.trace_flags.sampled
+        self.targets: list[dict[str, Any]] = []
+        self.slots: dict[int, Slot] = {}
+        self.next_slot = 0
+        self.decided = False  # the strategy returned: `targets` are known
+        self._parent_context: Any = None
+
+    @property
+    def parent_context(self) -> Any:
+        """An OTel Context whose current span is this decision (made on first use)."""
+        ctx = self._parent_context
+        if ctx is None:
+            ctx = self._parent_context = set_span_in_context(NonRecordingSpan(self.span_context))
+        return ctx
 
     def _new_slot(self, key: tuple[Any, Any, Any], client_order_id: Any, state: str, planned: bool) -> int:
         slot = self.next_slot
@@ -145,6 +160,15 @@ class Decision:
         """The strategy returned these targets (side, price, size, client_order_id or None). Each
         is matched to an order already placed inside the decision (same client_order_id, else same
         side/price/size), else given the next free slot. Returns the targets with their slots."""
+        if not self.slots:  # nothing placed inside the decision (the usual case): one new slot each
+            targets = []
+            for side, price, size, coid in raw:
+                found = self._new_slot(order_key(side, price, size), coid, FREE, planned=True)
+                targets.append({"slot": found, "side": side, "price": price, "size": size,
+                                "client_order_id": self.slots[found].client_order_id})
+            self.targets = targets
+            self.decided = True
+            return targets
         targets = []
         for side, price, size, coid in raw:
             key = order_key(side, price, size)
@@ -231,6 +255,11 @@ class Runtime:
              span: Any = None) -> dict[str, Any]:
         """Log one event line. Raises SchemaError only in strict mode. Runs on the caller's thread.
 
+        The caller hands `fields` over: it becomes the line's own dict (no copy: one dict per event
+        is shared by its line, its span and its ledger record) and must not be changed after this
+        call, because the event thread reads it. `event_type`, `seq`, `trace_id` / `span_id` (from
+        `span`) and the trace context are added to it here.
+
         When dora's pipeline is a root handler and no logger filter is in the way (the usual case),
         the line's fields are completed here with what only this thread knows (trace context,
         decision, bound fields) and queued as one compact `logs._Line`: no LogRecord, no logging
@@ -240,13 +269,13 @@ class Runtime:
         """
         fields["event_type"] = event_type
         if "seq" not in fields:
-            fields["seq"] = identity.next_seq()
+            fields["seq"] = _next_seq()
         if not _well_formed(event_type, fields):  # the full check only when it may find something
             events.check(event_type, fields, strict=self.strict, logger=self.log)
         if span is not None:  # the caller knows the current span: spare the formatter the lookup
-            hex_ids = getattr(span, "hex_ids", None)
-            if hex_ids is not None:
-                fields["trace_id"], fields["span_id"] = hex_ids()
+            if type(span) is _LiteSpan:
+                fields["trace_id"] = f"{span.trace_id:032x}"
+                fields["span_id"] = f"{span.span_id:016x}"
             else:
                 ctx = span.get_span_context()
                 fields["trace_id"] = format(ctx.trace_id, "032x")
@@ -264,13 +293,15 @@ class Runtime:
                 for handler in handlers:
                     if handler is not pipeline.handler and level >= handler.level:
                         handler.handle(record)
-            line = dict(fields)
+            line = fields
             if context.has_bound_fields():
                 bound = context.bound_fields()
                 if bound:
                     line = context.rename_reserved(bound)
                     line.update(fields)
-            logs.add_trace_context(line)
+            # dora's own events name their decision, market and span: nothing to look up.
+            if "trace_id" not in line or "decision_id" not in line or "market" not in line:
+                logs.add_trace_context(line)
             pipeline.put_line(level, message, line, _time())
             return fields
         record = logging.LogRecord(log.name, level, "dora_otel", 0, message, None, None)
@@ -281,13 +312,32 @@ class Runtime:
 
 ACTIVE: Runtime | None = None
 
-# events.py's rules as lookup tables, for `_well_formed` (built once; events.check stays the judge).
-_REQUIRED = {et: tuple((name, name in events._NUMERIC) for name in names)
-             for et, names in events.KEY_FIELDS.items()}
-_CONDITIONAL: dict[str, dict[str, tuple[tuple[str, bool], ...]]] = {}
+# events.py's rules as lookup tables, for `_well_formed` (built once; events.check stays the judge):
+# per event type, (names that must not be None, names that must be int/float).
+_Rule = tuple[tuple[str, ...], tuple[str, ...]]
+
+
+def _rule(names: tuple[str, ...]) -> _Rule:
+    return names, tuple(n for n in names if n in events._NUMERIC)
+
+
+_REQUIRED: dict[str, _Rule] = {et: _rule(names) for et, names in events.KEY_FIELDS.items()}
+_CONDITIONAL: dict[str, dict[str, _Rule]] = {}
 for (_et, _status), _names in events._CONDITIONAL.items():
-    _CONDITIONAL.setdefault(_et, {})[_status] = tuple((n, n in events._NUMERIC) for n in _names)
+    _CONDITIONAL.setdefault(_et, {})[_status] = _rule(_names)
 _ONE_OF = dict(events._ONE_OF)
+_NUMBER = frozenset({int, float})
+_NO_RULE: _Rule = ((), ())
+
+
+def _passes(rule: _Rule, get: Callable[[str], Any]) -> bool:
+    names, numeric = rule
+    if None in map(get, names):  # (a C-level loop: this runs for every event on the trading thread)
+        return False
+    for name in numeric:  # noqa: SIM110  (a loop: all() over a generator costs twice as much here)
+        if type(get(name)) not in _NUMBER:
+            return False
+    return True
 
 
 def _well_formed(event_type: str, fields: dict[str, Any]) -> bool:
@@ -295,23 +345,18 @@ def _well_formed(event_type: str, fields: dict[str, Any]) -> bool:
     numeric); False sends the event through the full check, which words and reports any problem.
     A cheaper pre-test for the events dora-otel itself builds on the trading thread."""
     required = _REQUIRED.get(event_type)
-    if required is None:
+    get = fields.get
+    if required is None or not _passes(required, get):
         return False
-    for name, numeric in required:
-        value = fields.get(name)
-        if value is None or (numeric and type(value) is not int and type(value) is not float):
-            return False
     conditional = _CONDITIONAL.get(event_type)
     if conditional is not None:
-        status = fields.get("status")
+        status = get("status")
         if type(status) is not str and status is not None:
             return False
-        for name, numeric in conditional.get(str(status), ()):
-            value = fields.get(name)
-            if value is None or (numeric and type(value) is not int and type(value) is not float):
-                return False
+        if not _passes(conditional.get(str(status), _NO_RULE), get):
+            return False
     one_of = _ONE_OF.get(event_type)
-    return one_of is None or any(fields.get(name) not in (None, "") for name in one_of)
+    return one_of is None or any(get(name) not in (None, "") for name in one_of)
 
 
 def attr(value: Any) -> Any:
@@ -377,3 +422,4 @@ def span_event(event_type: str, fields: dict[str, Any]) -> tuple[str, dict[str, 
     ledger record is built from them on this thread, the span's flat attributes on the event
     thread, see spans.py)."""
     return (event_type, fields)
+

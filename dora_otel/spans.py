@@ -10,9 +10,13 @@ trace and `trace.get_current_span()` gives the right ids.
 
 Execution events reach the ledger synchronously, from the event itself (never from a span):
 `ExecutionLedgerProcessor.on_event` journals ORDER_PLACE / ORDER_CANCEL (request) / FILL /
-ORDER_SUPPRESSED when their span starts (before the exchange call), ORDER_RESULT and a cancel's
-outcome when their span ends, and the decision record when the decision span ends. Sampling never
-affects this.
+ORDER_SUPPRESSED when their span starts (before the exchange call), ORDER_RESULT when its span
+starts (the moment the answer arrived, before its line is queued), a cancel's outcome when its span
+ends, and the decision record when the decision span ends. Sampling never affects this.
+
+One dict per event: the decorator builds an event's fields once and hands the same dict to its
+span (here), its ledger record (built from it on this thread) and its line (`Runtime.emit`), and
+never changes it once the line or the span is queued; the event thread only reads it.
 
 When a span ends it is queued (bounded; a full queue drops it and counts `spans_dropped`) to the
 event thread, which builds its `ReadableSpan` with flat attributes (`dora.market`, `dora.side`,
@@ -34,6 +38,7 @@ from typing import Any
 
 import orjson
 from opentelemetry import trace as trace_api
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
@@ -43,6 +48,7 @@ from opentelemetry.trace import (
     Status,
     StatusCode,
     TraceFlags,
+    set_span_in_context,
 )
 
 from dora_otel import logs as _logs
@@ -55,12 +61,17 @@ _time_ns = time.time_ns
 _get_current_span = trace_api.get_current_span
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
-_LEDGER_START = frozenset({"ORDER_PLACE", "ORDER_CANCEL", "FILL", "ORDER_SUPPRESSED"})
-_LEDGER_END = frozenset({"ORDER_RESULT", "ORDER_CANCEL"})
+# Journaled when their span starts (ORDER_RESULT's span starts the moment the answer is known) ...
+_LEDGER_START = frozenset({"ORDER_PLACE", "ORDER_CANCEL", "FILL", "ORDER_SUPPRESSED", "ORDER_RESULT"})
+# ... and when it ends: a cancel's outcome, a decision.
+_LEDGER_END = frozenset({"ORDER_CANCEL", "DECISION_MADE"})
 # Fields that are the span's own ids / type (already the span's context and name) or too big.
 _SPAN_SKIP = frozenset({"stack", "event_type", "trace_id", "span_id"})
 _TRUSTED = TRUSTED_FIELDS - {"decision_id"}  # a span's decision_id may be "unmatched:<market>"
 _UNSET = Status(StatusCode.UNSET)
+_NO_PARENT = Context()
+_NOTHING: dict[str, Any] = {}  # shared, never written: a LiteSpan's fields / extra until it has its own
+_NO_EVENTS: list[tuple[str, dict[str, Any], int]] = []  # shared, never written
 #: The instrumentation scope of every dora span. A span with exactly this object as its scope was
 #: built (and scrubbed) by `LiteTracer.readable`; `tracing.ScrubbingSpanExporter` skips it.
 DORA_SCOPE = InstrumentationScope("dora_otel", __version__)
@@ -99,10 +110,12 @@ class LiteSpan:
         self.start_ns = _time_ns()
         self.end_ns = 0
         self.event_type: str | None = None
-        self.fields: dict[str, Any] = {}
-        self.extra: dict[str, Any] = {}  # attributes set by name ("dora.status"): they win
+        self.fields: dict[str, Any] = _NOTHING
+        # Attributes set by name ("dora.status": they win) and span events; most spans have none, so
+        # they start as shared empty containers and get their own on first use.
+        self.extra: dict[str, Any] = _NOTHING
         self.status: Status | None = None
-        self.events: list[tuple[str, dict[str, Any], int]] = []
+        self.events: list[tuple[str, dict[str, Any], int]] = _NO_EVENTS
         self.ended = False
         self._ctx: SpanContext | None = None
 
@@ -123,13 +136,22 @@ class LiteSpan:
         """The lightweight OTel API span to make current while the bot's code runs."""
         return NonRecordingSpan(self.get_span_context())
 
+    def context(self) -> Context:
+        """The current Context with this span's `api_span` as its span: what a decorator attaches
+        while the bot's code runs."""
+        return set_span_in_context(NonRecordingSpan(self.get_span_context()))
+
     def is_recording(self) -> bool:
         return not self.ended
 
     def set_attribute(self, key: str, value: Any) -> None:
+        if self.extra is _NOTHING:
+            self.extra = {}
         self.extra[key] = value
 
     def set_attributes(self, attributes: dict[str, Any]) -> None:
+        if self.extra is _NOTHING:
+            self.extra = {}
         self.extra.update(attributes)
 
     def set_event(self, event_type: str, fields: dict[str, Any]) -> None:
@@ -141,11 +163,15 @@ class LiteSpan:
         self.status = status
 
     def add_event(self, name: str, attributes: dict[str, Any] | None = None) -> None:
+        if self.events is _NO_EVENTS:
+            self.events = []
         self.events.append((name, dict(attributes or {}), _time_ns()))
 
     def record_exception(self, exc: BaseException, attributes: dict[str, Any] | None = None) -> None:
         attrs = {"exception.type": safe_text(type(exc).__name__, 200)}
         attrs.update(attributes or {})
+        if self.events is _NO_EVENTS:
+            self.events = []
         self.events.append(("exception", attrs, _time_ns()))
 
     def end(self) -> None:
@@ -153,7 +179,8 @@ class LiteSpan:
             return
         self.ended = True
         self.end_ns = _time_ns()
-        self.fields = dict(self.fields)  # the decorator may keep using its dict: export a snapshot
+        # No snapshot of `fields`: the decorators never change an event's dict once its line or
+        # span is handed over (see Runtime.emit), so the event thread can read it as it is.
         self.tracer.ended(self)
 
 
@@ -180,11 +207,23 @@ class LiteTracer:
         is journaled here when the ledger records it at start (before the exchange call)."""
         parent = _get_current_span(context).get_span_context()
         if parent.is_valid:
-            span = LiteSpan(self, name, parent.trace_id, self._span_id(), parent.span_id,
-                            bool(parent.trace_flags & TraceFlags.SAMPLED))
-        else:
-            trace_id = self._trace_id()
-            span = LiteSpan(self, name, trace_id, self._span_id(), None, self._sample(trace_id, name, event))
+            return self.start_child(name, parent.trace_id, parent.span_id,
+                                    bool(parent.trace_flags & TraceFlags.SAMPLED), event)
+        return self.start_root(name, event)
+
+    def start_root(self, name: str, event: tuple[str, dict[str, Any]] | None = None) -> LiteSpan:
+        """A span that starts a new trace (a decision), whatever span is current."""
+        trace_id = self._trace_id()
+        return self._begin(LiteSpan(self, name, trace_id, self._span_id(), None,
+                                    self._sample(trace_id, name, event)), event)
+
+    def start_child(self, name: str, trace_id: int, parent_id: int, sampled: bool,
+                    event: tuple[str, dict[str, Any]] | None = None) -> LiteSpan:
+        """`start_span` for a parent the caller already holds as ids (a decision's order spans):
+        the same span, without looking the parent up in a Context."""
+        return self._begin(LiteSpan(self, name, trace_id, self._span_id(), parent_id, sampled), event)
+
+    def _begin(self, span: LiteSpan, event: tuple[str, dict[str, Any]] | None) -> LiteSpan:
         if event is not None:
             span.event_type, span.fields = event
             if event[0] in _LEDGER_START:
@@ -199,7 +238,10 @@ class LiteTracer:
             return False
         try:
             attrs = {"dora.event_type": event[0]} if event is not None else None
-            return bool(sampler.should_sample(None, trace_id, name, SpanKind.INTERNAL, attrs).decision.is_sampled())
+            # A dora root has no parent, whatever span the bot's context holds: ask with an empty one
+            # (None would make a ParentBased sampler follow the bot's current span).
+            return bool(sampler.should_sample(_NO_PARENT, trace_id, name, SpanKind.INTERNAL,
+                                              attrs).decision.is_sampled())
         except Exception:
             return True
 
@@ -220,13 +262,11 @@ class LiteTracer:
     def ended(self, span: LiteSpan) -> None:
         """A span ended (trading thread): journal its end record, queue it for export."""
         event_type = span.event_type
-        if event_type is not None and (event_type in _LEDGER_END or event_type == "DECISION_MADE"):
+        if event_type in _LEDGER_END:
             ledger = self.ledger()
             if ledger is not None:
                 if event_type == "DECISION_MADE":
                     ledger.on_decision(span.fields, span.trace_id, span.span_id, span.start_ns, span.end_ns)
-                elif event_type == "ORDER_RESULT":
-                    ledger.on_event(event_type, span.fields, span.trace_id, span.span_id, span.start_ns)
                 elif "dora.status" in span.extra:  # a cancel's outcome
                     ledger.on_event(event_type, _merged(span), span.trace_id, span.span_id, span.end_ns)
         if not span.sampled or self.processor is None:
