@@ -450,8 +450,8 @@ def _decision_for(runtime: _runtime.Runtime, market: Any) -> Decision | None:
     active = _active_decision.get()
     if active is not None:
         return active
-    with runtime.lock:
-        return runtime.running.get(market) or runtime.latest.get(market)
+    # Two dict reads, each atomic (str / None keys): no lock needed to read them.
+    return runtime.running.get(market) or runtime.latest.get(market)
 
 
 # ---------------------------------------------------------------------------------------------

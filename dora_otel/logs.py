@@ -486,6 +486,16 @@ class _EnqueueHandler(logging.handlers.QueueHandler):
         self._pipeline = pipeline
         self.set_name("dora-otel-enqueue")
 
+    def handle(self, record: logging.LogRecord) -> Any:
+        """`Handler.handle` without the handler lock: emitting is one `SimpleQueue.put`, which is
+        thread-safe (and safe in a signal handler) on its own; the lock only cost the bot's thread."""
+        rv = self.filter(record)
+        if isinstance(rv, logging.LogRecord):  # (Python 3.12+: a filter may return a replacement)
+            record = rv
+        if rv:
+            self.emit(record)
+        return rv
+
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         event_fields(record)  # trace context, decision, bound fields, seq, stack: this thread's view
         try:

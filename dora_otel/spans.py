@@ -34,12 +34,15 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     NonRecordingSpan,
@@ -193,9 +196,15 @@ class LiteTracer:
         self.sdk = tracer
         self.processor = getattr(tracer, "span_processor", None)  # the provider's active processor
         self.sampler = getattr(tracer, "sampler", None)
+        # A new trace is always sampled under the SDK's default sampler (parent-based, always-on
+        # root; wrapped in ExecutionAwareSampler): then the sampler is not asked per decision.
+        self._roots_sampled = _always_samples_roots(self.sampler)
         ids = getattr(tracer, "id_generator", None)
-        self._trace_id = ids.generate_trace_id if ids is not None else (lambda: random.getrandbits(128) or 1)
-        self._span_id = ids.generate_span_id if ids is not None else (lambda: random.getrandbits(64) or 1)
+        if ids is None or type(ids) is RandomIdGenerator:  # the SDK's own, without its call layers
+            self._trace_id: Callable[[], int] = _random_trace_id
+            self._span_id: Callable[[], int] = _random_span_id
+        else:  # the bot's (X-Ray ids, ...)
+            self._trace_id, self._span_id = ids.generate_trace_id, ids.generate_span_id
         self.resource = getattr(tracer, "resource", None)
         self.scope = DORA_SCOPE
         self._ledger_seen: Any = None
@@ -236,6 +245,8 @@ class LiteTracer:
         sampler = self.sampler
         if sampler is None or self.processor is None:
             return False
+        if self._roots_sampled:
+            return True
         try:
             attrs = {"dora.event_type": event[0]} if event is not None else None
             # A dora root has no parent, whatever span the bot's context holds: ask with an empty one
@@ -314,6 +325,26 @@ class LiteTracer:
             name=name, context=span.get_span_context(), parent=parent, resource=self.resource,
             attributes=attributes, events=events, kind=SpanKind.INTERNAL, status=status or _UNSET,
             start_time=span.start_ns, end_time=span.end_ns, instrumentation_scope=self.scope)
+
+
+def _random_trace_id() -> int:
+    return random.getrandbits(128) or 1  # (0 is the invalid id)
+
+
+def _random_span_id() -> int:
+    return random.getrandbits(64) or 1
+
+
+def _always_samples_roots(sampler: Any) -> bool:
+    """True for a sampler that samples every new trace: ALWAYS_ON, or a ParentBased one whose root
+    sampler is ALWAYS_ON (the SDK's default), also inside ExecutionAwareSampler."""
+    from dora_otel.tracing import ExecutionAwareSampler
+
+    if isinstance(sampler, ExecutionAwareSampler):
+        sampler = sampler.delegate
+    if isinstance(sampler, ParentBased):
+        sampler = getattr(sampler, "_root", None)  # (the SDK keeps the root sampler here; else ask)
+    return sampler is ALWAYS_ON
 
 
 def _merged(span: LiteSpan) -> dict[str, Any]:
