@@ -203,8 +203,8 @@ class OrderRef(NamedTuple):
 
 
 class OrderBook:
-    """client_order_id / order_id → OrderRef, bounded (oldest forgotten first), thread-safe:
-    fills arrive on other threads, loops later."""
+    """client_order_id / order_id → OrderRef, bounded (oldest forgotten first), thread-safe
+    without a lock (see `add`): fills arrive on other threads, loops later."""
 
     def __init__(self, capacity: int = 100_000) -> None:
         # An OrderedDict, not a dict: evicting the oldest of a plain dict with
@@ -213,21 +213,25 @@ class OrderBook:
         # `popitem(last=False)` is O(1).
         self._refs: collections.OrderedDict[str, OrderRef] = collections.OrderedDict()
         self._capacity = capacity
-        self._lock = threading.Lock()
 
     def add(self, key: str, ref: OrderRef) -> None:
-        with self._lock:
-            self._refs[key] = ref
-            if len(self._refs) > self._capacity:
-                self._refs.popitem(last=False)
+        # No lock: each OrderedDict call is atomic for str keys (C code, no Python callbacks); two
+        # threads adding at once past the capacity may evict one order more than needed.
+        refs = self._refs
+        refs[key] = ref
+        if len(refs) > self._capacity:
+            try:
+                refs.popitem(last=False)
+            except KeyError:  # (another thread emptied it first)
+                pass
 
     def find(self, *keys: Any) -> OrderRef | None:
-        with self._lock:
-            for key in keys:
-                if key is not None:
-                    ref = self._refs.get(str(key))
-                    if ref is not None:
-                        return ref
+        get = self._refs.get
+        for key in keys:
+            if key is not None:
+                ref = get(key if type(key) is str else str(key))
+                if ref is not None:
+                    return ref
         return None
 
 
