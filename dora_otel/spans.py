@@ -414,7 +414,8 @@ def _only_spans_file(processors: Any) -> tuple[Any, int]:
         if isinstance(processor, ExecutionLedgerProcessor):  # takes events, not spans (its on_end is empty)
             continue
         exporter = getattr(processor, "span_exporter", None) if type(processor) is BatchSpanProcessor else None
-        if found is not None or type(exporter) is not ScrubbingSpanExporter or type(exporter.inner) is not SpanFileExporter:
+        if (found is not None or type(exporter) is not ScrubbingSpanExporter
+                or type(exporter.inner) is not SpanFileExporter):
             return None, batch_max
         found = exporter.inner
         batch_max = getattr(getattr(processor, "_batch_processor", None), "_max_export_batch_size", batch_max)

@@ -12,6 +12,7 @@ from dora_otel.config import Config
 from dora_otel.spanfile import read_spans
 
 MAX_BYTES, BACKUPS = 32 * 1024, 2
+KEY_BODY = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7"
 
 
 def _run_decisions(count: int) -> None:
@@ -93,7 +94,7 @@ def _lite_spans(tracer):
 
     from opentelemetry.trace import Status, StatusCode
 
-    secret = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----"
+    secret = f"-----BEGIN PRIVATE KEY-----\n{KEY_BODY}\n-----END PRIVATE KEY-----"
     root = tracer.start_span("decision", event=("DECISION_MADE", {
         "seq": 1, "market": "KX", "decision_id": "ab" * 16, "loop": 3, "target_count": 1, "spread": 0.05,
         "targets": [{"slot": 0, "side": "yes", "price": 0.45, "size": 10, "api_key": "sk-live-1234567"}],
@@ -145,7 +146,7 @@ def test_spans_written_straight_to_the_file_are_those_the_sdk_path_writes(tmp_pa
         via_sdk = [encode_span(tracer.readable(span)) for span in spans]
         assert direct == via_sdk
         text = orjson.dumps(direct).decode()
-        for leaked in ("hunter22", "sk-live-1234567", "t0ps3cret-value", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7",
+        for leaked in ("hunter22", "sk-live-1234567", "t0ps3cret-value", KEY_BODY,
                        "abcdefghijklmnop", "abcdef123456"):
             assert leaked not in text
         # The whole request line too: the same resource and scope as the exporter's own.
