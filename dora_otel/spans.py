@@ -19,7 +19,9 @@ event thread, which builds its `ReadableSpan` with flat attributes (`dora.market
 `dora.price`, ..., lists as JSON text), scrubs it (tracing.scrub_span) and hands it to the tracer
 provider's span processors' `on_end` (whichever SDK TracerProvider that is: ours or the bot's), so
 OTLP, the spans file, Jaeger and X-Ray see the same traces. Processors' `on_start` is not called
-(they would get a finished span). Sampling: a root span (a decision, an unmatched fill) asks the
+(they would get a finished span). When dora's spans file is the provider's only span output (the
+embedded default), the event thread skips the SDK objects: it encodes the span straight to the
+file's OTLP JSON, the same content, and writes each drained batch as one line (`export_later`). Sampling: a root span (a decision, an unmatched fill) asks the
 provider's sampler once on the trading thread; its children carry the root's sampled flag; spans
 of an unsampled trace are not exported (the ledger still records their events). Span limits of the
 provider are not applied (dora's spans have a fixed, small set of attributes).
@@ -28,8 +30,10 @@ provider are not applied (dora's spans have a fixed, small set of attributes).
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
+import weakref
 from typing import Any
 
 import orjson
@@ -189,6 +193,7 @@ class LiteTracer:
         self._file: Any = None
         self._batch_max = 512
         self._pending: list[dict[str, Any]] = []  # spans encoded for the spans file (export_later)
+        _tracers.add(self)
 
     def start_span(self, name: str, context: Any = None, event: tuple[str, dict[str, Any]] | None = None) -> LiteSpan:
         """A span that starts now: a child of the span current in `context` (None: the current
@@ -420,6 +425,19 @@ def _only_spans_file(processors: Any) -> tuple[Any, int]:
         found = exporter.inner
         batch_max = getattr(getattr(processor, "_batch_processor", None), "_max_export_batch_size", batch_max)
     return found, batch_max
+
+
+_tracers: weakref.WeakSet[LiteTracer] = weakref.WeakSet()
+
+
+def _forget_pending_in_child() -> None:
+    """A forked child does not write the spans its parent had encoded but not yet written."""
+    for tracer in list(_tracers):
+        tracer._pending = []
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pending_in_child)
 
 
 def _merged(span: LiteSpan) -> dict[str, Any]:
