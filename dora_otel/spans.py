@@ -21,8 +21,9 @@ provider's span processors' `on_end` (whichever SDK TracerProvider that is: ours
 OTLP, the spans file, Jaeger and X-Ray see the same traces. Processors' `on_start` is not called
 (they would get a finished span). When dora's spans file is the provider's only span output (the
 embedded default), the event thread skips the SDK objects: it encodes the span straight to the
-file's OTLP JSON, the same content, and writes each drained batch as one line (`export_later`). Sampling: a root span (a decision, an unmatched fill) asks the
-provider's sampler once on the trading thread; its children carry the root's sampled flag; spans
+file's OTLP JSON, the same content, and writes each drained batch as one line (`export_later`).
+
+Sampling: a root span (a decision, an unmatched fill) asks the provider's sampler once on the trading thread; its children carry the root's sampled flag; spans
 of an unsampled trace are not exported (the ledger still records their events). Span limits of the
 provider are not applied (dora's spans have a fixed, small set of attributes).
 """
