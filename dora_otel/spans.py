@@ -23,7 +23,8 @@ OTLP, the spans file, Jaeger and X-Ray see the same traces. Processors' `on_star
 embedded default), the event thread skips the SDK objects: it encodes the span straight to the
 file's OTLP JSON, the same content, and writes each drained batch as one line (`export_later`).
 
-Sampling: a root span (a decision, an unmatched fill) asks the provider's sampler once on the trading thread; its children carry the root's sampled flag; spans
+Sampling: a root span (a decision, an unmatched fill) asks the provider's sampler once on the
+trading thread; its children carry the root's sampled flag; spans
 of an unsampled trace are not exported (the ledger still records their events). Span limits of the
 provider are not applied (dora's spans have a fixed, small set of attributes).
 """
