@@ -194,7 +194,7 @@ class LiteTracer:
         self._file_seen: Any = None
         self._file: Any = None
         self._batch_max = 512
-        self._pending: list[dict[str, Any]] = []  # spans encoded for the spans file (export_later)
+        self._pending: list[bytes] = []  # spans encoded for the spans file (export_later)
         _tracers.add(self)
 
     def start_span(self, name: str, context: Any = None, event: tuple[str, dict[str, Any]] | None = None) -> LiteSpan:
@@ -280,7 +280,7 @@ class LiteTracer:
                 self.export(span)
                 return False
             pending = self._pending
-            pending.append(self._encoded(span))
+            pending.append(orjson.dumps(self._encoded(span)))  # bytes: no containers for the GC to scan
             if len(pending) >= self._batch_max:
                 self.flush_export()
                 return False

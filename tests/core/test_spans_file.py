@@ -152,7 +152,7 @@ def test_spans_written_straight_to_the_file_are_those_the_sdk_path_writes(tmp_pa
         # The whole request line too: the same resource and scope as the exporter's own.
         from dora_otel.spanfile import request_line
 
-        line = request_line(tracer.resource.attributes, tracer.scope.name, direct)
+        line = request_line(tracer.resource.attributes, tracer.scope.name, [orjson.dumps(s) for s in direct])
         assert line == encode_request([tracer.readable(span) for span in spans])
     finally:
         telemetry.shutdown()
