@@ -23,8 +23,12 @@ event thread, which builds its `ReadableSpan` with flat attributes (`dora.market
 `dora.price`, ..., lists as JSON text), scrubs it (tracing.scrub_span) and hands it to the tracer
 provider's span processors' `on_end` (whichever SDK TracerProvider that is: ours or the bot's), so
 OTLP, the spans file, Jaeger and X-Ray see the same traces. Processors' `on_start` is not called
-(they would get a finished span). Sampling: a root span (a decision, an unmatched fill) asks the
-provider's sampler once on the trading thread; its children carry the root's sampled flag; spans
+(they would get a finished span). When dora's spans file is the provider's only span output (the
+embedded default), the event thread skips the SDK objects: it encodes the span straight to the
+file's OTLP JSON, the same content, and writes each drained batch as one line (`export_later`).
+
+Sampling: a root span (a decision, an unmatched fill) asks the provider's sampler once on the
+trading thread; its children carry the root's sampled flag; spans
 of an unsampled trace are not exported (the ledger still records their events). Span limits of the
 provider are not applied (dora's spans have a fixed, small set of attributes).
 """
@@ -32,8 +36,10 @@ provider are not applied (dora's spans have a fixed, small set of attributes).
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -57,7 +63,17 @@ from opentelemetry.trace import (
 from dora_otel import logs as _logs
 from dora_otel._version import __version__
 from dora_otel.exchange import safe_text
-from dora_otel.scrub import TRUSTED_FIELDS, needs_scrub, scrub_record, scrub_text
+from dora_otel.scrub import (
+    TRUSTED_FIELDS,
+    known_clean,
+    needs_scrub,
+    ordinary_key,
+    ordinary_keys,
+    scrub_record,
+    scrub_text,
+    texts_clean,
+)
+from dora_otel.spanfile import attribute_list, attribute_value, span_json
 
 _log = logging.getLogger("dora_otel.internal")
 _time_ns = time.time_ns
@@ -75,6 +91,8 @@ _UNSET = Status(StatusCode.UNSET)
 _NO_PARENT = Context()
 _NOTHING: dict[str, Any] = {}  # shared, never written: a LiteSpan's fields / extra until it has its own
 _NO_EVENTS: list[tuple[str, dict[str, Any], int]] = []  # shared, never written
+_INTERNAL = SpanKind.INTERNAL.value + 1  # OTLP's SPAN_KIND_INTERNAL
+_I64_MIN, _I64_MAX = -(2**63), 2**63  # the int range of an OTel attribute (flat_value)
 #: The instrumentation scope of every dora span. A span with exactly this object as its scope was
 #: built (and scrubbed) by `LiteTracer.readable`; `tracing.ScrubbingSpanExporter` skips it.
 DORA_SCOPE = InstrumentationScope("dora_otel", __version__)
@@ -209,6 +227,11 @@ class LiteTracer:
         self.scope = DORA_SCOPE
         self._ledger_seen: Any = None
         self._ledger: Any = None
+        self._file_seen: Any = None
+        self._file: Any = None
+        self._batch_max = 512
+        self._pending: list[bytes] = []  # spans encoded for the spans file (export_later)
+        _tracers.add(self)
 
     def start_span(self, name: str, context: Any = None, event: tuple[str, dict[str, Any]] | None = None) -> LiteSpan:
         """A span that starts now: a child of the span current in `context` (None: the current
@@ -289,42 +312,185 @@ class LiteTracer:
             self.export(span)
 
     def export(self, span: LiteSpan) -> None:
-        """Build the span (scrubbed) and hand it to the provider's processors. Event thread."""
+        """Build the span (scrubbed) and hand it to the provider's processors now. Any thread."""
         try:
             processor = self.processor
             if processor is not None:
                 processor.on_end(self.readable(span))
         except Exception:
-            try:
-                _log.error("dora-otel could not export a span", exc_info=True)
-            except Exception:
-                pass
+            self._export_failed()
+
+    def export_later(self, span: LiteSpan) -> bool:
+        """Event thread: like `export`, except when dora's spans file is the only output that takes
+        spans (`_spans_file`): then the span is encoded straight to its OTLP JSON form (no
+        `ReadableSpan`, no BatchSpanProcessor queue and thread) and kept until `flush_export`,
+        which the writer calls at the end of its batch. True when spans wait for it."""
+        try:
+            file = self._spans_file()
+            if file is None:
+                self.export(span)
+                return False
+            pending = self._pending
+            pending.append(orjson.dumps(self._encoded(span)))  # bytes: no containers for the GC to scan
+            if len(pending) >= self._batch_max:
+                self.flush_export()
+                return False
+            return True
+        except Exception:
+            self._export_failed()
+            return False
+
+    def flush_export(self) -> None:
+        """Write the spans `export_later` encoded, one request line per batch. Never raises."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        try:
+            file = self._spans_file()
+            if file is not None:
+                file.export_encoded(self.resource.attributes if self.resource is not None else {},
+                                    self.scope.name, pending)
+        except Exception:
+            self._export_failed()
+
+    def _export_failed(self) -> None:
+        try:
+            _log.error("dora-otel could not export a span", exc_info=True)
+        except Exception:
+            pass
+
+    def _spans_file(self) -> Any:
+        """The `spanfile.SpanFileExporter` when it is the one output of the provider's span
+        processors (a BatchSpanProcessor exporting to it through tracing.ScrubbingSpanExporter; the
+        ledger's processor reads no spans), else None: OTLP, the bot's provider, or any processor
+        added later get `ReadableSpan`s through `on_end`. Looked up again when the list changes."""
+        processor = self.processor
+        current = getattr(processor, "_span_processors", None)
+        if current is not self._file_seen:
+            self._file, self._batch_max = _only_spans_file(current or ())
+            self._file_seen = current
+        return self._file
 
     def readable(self, span: LiteSpan) -> Any:
         """The span as the SDK's `ReadableSpan`, scrubbed once here with the policy every output
         uses (scrub.scrub_record over its fields, scrub_text over its name, status and events). Its
         scope is `DORA_SCOPE`, which tells `tracing.ScrubbingSpanExporter` it is scrubbed already."""
+        name, attributes, status, events = _scrubbed(span)
         flags = _SAMPLED if span.sampled else _UNSAMPLED
-        raw = {k: v for k, v in span.fields.items() if v is not None and k not in _SPAN_SKIP}
-        for key, value in span.extra.items():
-            if value is not None:
-                raw[key[5:] if key.startswith("dora.") else key] = value
-        raw = scrub_record(raw, _TRUSTED)
-        attributes: dict[str, Any] = {"dora.event_type": span.event_type} if span.event_type else {}
-        for key, value in raw.items():
-            attributes["dora." + key] = flat_value(value)
         parent = (SpanContext(span.trace_id, span.parent_id, is_remote=False, trace_flags=flags)
                   if span.parent_id is not None else None)
-        status = span.status
-        if status is not None and status.description and needs_scrub(status.description):
-            status = Status(status.status_code, scrub_text(status.description))
-        name = span.name if not needs_scrub(span.name) else scrub_text(span.name)
-        events = [Event(n, {k: flat_value(v) for k, v in scrub_record(dict(a), _TRUSTED).items()}, ts)
-                  for n, a, ts in span.events]
         return ReadableSpan(
             name=name, context=span.get_span_context(), parent=parent, resource=self.resource,
-            attributes=attributes, events=events, kind=SpanKind.INTERNAL, status=status or _UNSET,
-            start_time=span.start_ns, end_time=span.end_ns, instrumentation_scope=self.scope)
+            attributes=attributes, events=[Event(n, a, ts) for n, a, ts in events], kind=SpanKind.INTERNAL,
+            status=status or _UNSET, start_time=span.start_ns, end_time=span.end_ns,
+            instrumentation_scope=self.scope)
+
+    def _encoded(self, span: LiteSpan) -> dict[str, Any]:
+        """The span in the spans file's OTLP JSON form, scrubbed: what `readable` followed by
+        spanfile.encode_span gives, without building the SDK objects."""
+        attributes = _plain_attributes(span)
+        status = span.status or _UNSET
+        if attributes is None:  # something to scrub, or events: the general way
+            name, flat, scrubbed_status, events = _scrubbed(span)
+            status = scrubbed_status or _UNSET
+            return span_json(span.trace_id, span.span_id, span.parent_id, name, _INTERNAL, span.start_ns,
+                             span.end_ns, attribute_list(flat), status.status_code, status.description, events)
+        return span_json(span.trace_id, span.span_id, span.parent_id, span.name, _INTERNAL, span.start_ns,
+                         span.end_ns, attributes, status.status_code, status.description, ())
+
+
+def _plain_attributes(span: LiteSpan) -> list[dict[str, Any]] | None:
+    """The OTLP attribute list of a span with nothing to scrub, built in one pass over its fields
+    (the scrub test rides along, as in logs.JsonFormatter.encode: the untrusted strings not known
+    clean get one joined scrub.texts_clean; a container goes through scrub_record on its own);
+    None when its name, status or a string needs scrubbing, a string sits under a sensitive name,
+    or it has events: then `_scrubbed` does it the general way."""
+    if span.events:
+        return None
+    raw = {k: v for k, v in span.fields.items() if v is not None and k not in _SPAN_SKIP}
+    for key, value in span.extra.items():
+        if value is not None:
+            raw[key[5:] if key.startswith("dora.") else key] = value
+    known = known_clean
+    new = [] if span.name in known else [span.name]
+    status = span.status
+    if status is not None and status.description and status.description not in known:
+        new.append(status.description)
+    event_type = span.event_type
+    attributes: dict[str, Any] = {"dora.event_type": attribute_value(event_type)} if event_type else {}
+    for key, value in raw.items():
+        kind = type(value)
+        if kind is str:
+            if key not in _TRUSTED:
+                if key not in ordinary_keys and not ordinary_key(key):
+                    return None
+                if value not in known:
+                    new.append(value)
+            attributes["dora." + key] = {"stringValue": value}
+        elif kind is int and _I64_MIN <= value < _I64_MAX:
+            attributes["dora." + key] = {"intValue": str(value)}  # proto3 JSON writes int64 as a string
+        elif kind is float or kind is bool:
+            attributes["dora." + key] = attribute_value(value)
+        else:  # a container, a big int, another type: scrubbed on its own, then flattened
+            attributes["dora." + key] = attribute_value(flat_value(scrub_record({key: value}, _TRUSTED)[key]))
+    if new and not texts_clean(new, max(map(len, new))):
+        return None
+    return [{"key": k, "value": v} for k, v in attributes.items()]
+
+
+def _scrubbed(span: LiteSpan) -> tuple[str, dict[str, Any], Status | None, list[tuple[str, dict[str, Any], int]]]:
+    """A span's name, flat attributes (`dora.<field>`, lists and dicts as JSON text), status and
+    events, scrubbed: scrub_record over its fields, scrub_text over the name and status."""
+    raw = {k: v for k, v in span.fields.items() if v is not None and k not in _SPAN_SKIP}
+    for key, value in span.extra.items():
+        if value is not None:
+            raw[key[5:] if key.startswith("dora.") else key] = value
+    raw = scrub_record(raw, _TRUSTED)
+    attributes: dict[str, Any] = {"dora.event_type": span.event_type} if span.event_type else {}
+    for key, value in raw.items():
+        attributes["dora." + key] = flat_value(value)
+    status = span.status
+    if status is not None and status.description and needs_scrub(status.description):
+        status = Status(status.status_code, scrub_text(status.description))
+    name = span.name if not needs_scrub(span.name) else scrub_text(span.name)
+    events = [(n, {k: flat_value(v) for k, v in scrub_record(dict(a), _TRUSTED).items()}, ts)
+              for n, a, ts in span.events]
+    return name, attributes, status, events
+
+
+def _only_spans_file(processors: Any) -> tuple[Any, int]:
+    """(the SpanFileExporter, its processor's batch size) when that is the only span output."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from dora_otel.ledger.processor import ExecutionLedgerProcessor
+    from dora_otel.spanfile import SpanFileExporter
+    from dora_otel.tracing import ScrubbingSpanExporter
+
+    found: Any = None
+    batch_max = 512
+    for processor in processors:
+        if isinstance(processor, ExecutionLedgerProcessor):  # takes events, not spans (its on_end is empty)
+            continue
+        exporter = getattr(processor, "span_exporter", None) if type(processor) is BatchSpanProcessor else None
+        if (found is not None or type(exporter) is not ScrubbingSpanExporter
+                or type(exporter.inner) is not SpanFileExporter):
+            return None, batch_max
+        found = exporter.inner
+        batch_max = getattr(getattr(processor, "_batch_processor", None), "_max_export_batch_size", batch_max)
+    return found, batch_max
+
+
+_tracers: weakref.WeakSet[LiteTracer] = weakref.WeakSet()
+
+
+def _forget_pending_in_child() -> None:
+    """A forked child does not write the spans its parent had encoded but not yet written."""
+    for tracer in list(_tracers):
+        tracer._pending = []
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pending_in_child)
 
 
 def _random_trace_id() -> int:
