@@ -163,9 +163,9 @@ class Decision:
         if not self.slots:  # nothing placed inside the decision (the usual case): one new slot each
             targets = []
             for side, price, size, coid in raw:
-                found = self._new_slot(order_key(side, price, size), coid, FREE, planned=True)
-                targets.append({"slot": found, "side": side, "price": price, "size": size,
-                                "client_order_id": self.slots[found].client_order_id})
+                number = self._new_slot(order_key(side, price, size), coid, FREE, planned=True)
+                targets.append({"slot": number, "side": side, "price": price, "size": size,
+                                "client_order_id": self.slots[number].client_order_id})
             self.targets = targets
             self.decided = True
             return targets
@@ -254,46 +254,46 @@ class Runtime:
         self.loops: collections.Counter[Any] = collections.Counter()
         self.lock = threading.Lock()
         self.watchdog: Any = None
+        self._check_later = self._late_check  # (one bound method, made once: passed with every line)
 
-    def emit(self, level: int, event_type: str, message: str, fields: dict[str, Any],
+    def emit(self, level: int, event_type: str, message: str | logs.Template, fields: dict[str, Any],
              span: Any = None) -> dict[str, Any]:
         """Log one event line. Raises SchemaError only in strict mode. Runs on the caller's thread.
 
         The caller hands `fields` over: it becomes the line's own dict (no copy: one dict per event
         is shared by its line, its span and its ledger record) and must not be changed after this
-        call, because the event thread reads it. `event_type`, `seq`, `trace_id` / `span_id` (from
-        `span`) and the trace context are added to it here.
+        call, because the event thread reads it. `event_type`, `seq` and the decision are added to
+        it here. `span`: the span the line belongs to (None: the current one). `message`: text, or
+        a `logs.Template` rendered from the fields.
 
         When dora's pipeline is a root handler and no logger filter is in the way (the usual case),
-        the line's fields are completed here with what only this thread knows (trace context,
-        decision, bound fields) and queued as one compact `logs._Line`: no LogRecord, no logging
-        dispatch on this thread (other root handlers, the bot's own, still get a LogRecord here).
-        Otherwise a LogRecord goes through `Logger.handle`, the same filters and handlers as
+        the line is completed here with what only this thread knows (decision, bound fields, the
+        current span when `span` is None) and queued as one compact `logs._Line`: no LogRecord, no
+        logging dispatch on this thread (other root handlers, the bot's own, still get a LogRecord
+        here); the event thread formats the span's ids, renders the message and checks the key
+        fields. Otherwise (and in strict mode, which must raise here) the key fields are checked
+        here and a LogRecord goes through `Logger.handle`, the same filters and handlers as
         `logger.log` (skipping the caller-frame walk).
         """
         fields["event_type"] = event_type
         if "seq" not in fields:
             fields["seq"] = _next_seq()
-        if not _well_formed(event_type, fields):  # the full check only when it may find something
-            events.check(event_type, fields, strict=self.strict, logger=self.log)
-        if span is not None:  # the caller knows the current span: spare the formatter the lookup
-            if type(span) is _LiteSpan:
-                fields["trace_id"] = f"{span.trace_id:032x}"
-                fields["span_id"] = f"{span.span_id:016x}"
-            else:
-                ctx = span.get_span_context()
-                fields["trace_id"] = format(ctx.trace_id, "032x")
-                fields["span_id"] = format(ctx.span_id, "016x")
         log = self.log
-        if not log.isEnabledFor(level):
-            return fields
         pipeline = logs.ACTIVE_PIPELINE
         handlers = _ROOT.handlers
-        if (pipeline is not None and pipeline.handler in handlers and not log.handlers and not log.filters
-                and not _ROOT.filters and log.propagate and not log.disabled and not pipeline.handler.filters):
+        if (not self.strict and pipeline is not None and pipeline.handler in handlers and not log.handlers
+                and not log.filters and not _ROOT.filters and log.propagate and not log.disabled
+                and not pipeline.handler.filters):
+            if not log.isEnabledFor(level):
+                self._check_now(event_type, fields)
+                return fields
+            # The usual case: the line is completed on the event thread (`logs._Line`): its span's
+            # ids formatted, its message rendered from a template, its key fields checked (one
+            # ERROR line if one is missing; strict mode checks here, below, to raise).
+            ids = _ids(span)
             if len(handlers) > 1:  # the bot's (or pytest's) own root handlers get a LogRecord, as before
-                record = logging.LogRecord(log.name, level, "dora_otel", 0, message, None, None)
-                record._dora = dict(fields)  # type: ignore[attr-defined]
+                record = logging.LogRecord(log.name, level, "dora_otel", 0, _text(message, fields), None, None)
+                record._dora = _with_ids(dict(fields), ids)  # type: ignore[attr-defined]
                 for handler in handlers:
                     if handler is not pipeline.handler and level >= handler.level:
                         handler.handle(record)
@@ -303,15 +303,51 @@ class Runtime:
                 if bound:
                     line = context.rename_reserved(bound)
                     line.update(fields)
-            # dora's own events name their decision, market and span: nothing to look up.
-            if "trace_id" not in line or "decision_id" not in line or "market" not in line:
+            if ids is None:
                 logs.add_trace_context(line)
-            pipeline.put_line(level, message, line, _time())
+            elif "decision_id" not in line or "market" not in line:  # (dora's own events name both)
+                logs.add_decision_context(line)
+            pipeline.put_line(level, message, line, _time(), ids, self._check_later)
             return fields
-        record = logging.LogRecord(log.name, level, "dora_otel", 0, message, None, None)
+        self._check_now(event_type, fields)  # raises SchemaError in strict mode
+        _with_ids(fields, _ids(span))
+        if not log.isEnabledFor(level):
+            return fields
+        record = logging.LogRecord(log.name, level, "dora_otel", 0, _text(message, fields), None, None)
         record._dora = fields  # type: ignore[attr-defined]
         log.handle(record)
         return fields
+
+    def _check_now(self, event_type: str, fields: dict[str, Any]) -> None:
+        """The event's key-field check: raises SchemaError in strict mode, else logs one ERROR."""
+        if not _well_formed(event_type, fields):  # the full check only when it may find something
+            events.check(event_type, fields, strict=self.strict, logger=self.log)
+
+    def _late_check(self, fields: dict[str, Any]) -> None:
+        """`_check_now` on the event thread, for a line queued unchecked (never strict there)."""
+        event_type = fields.get("event_type")
+        if type(event_type) is str and not _well_formed(event_type, fields):
+            events.check(event_type, fields, strict=False, logger=self.log)
+
+
+def _ids(span: Any) -> tuple[int, int] | None:
+    """(trace_id, span_id) of the span an event line belongs to (None: the current one)."""
+    if span is None:
+        return None
+    if type(span) is _LiteSpan:
+        return span.trace_id, span.span_id
+    ctx = span.get_span_context()
+    return ctx.trace_id, ctx.span_id
+
+
+def _with_ids(fields: dict[str, Any], ids: tuple[int, int] | None) -> dict[str, Any]:
+    if ids is not None:
+        fields["trace_id"], fields["span_id"] = f"{ids[0]:032x}", f"{ids[1]:016x}"
+    return fields
+
+
+def _text(message: str | logs.Template, fields: dict[str, Any]) -> str:
+    return message if type(message) is str else message.render(fields)  # type: ignore[union-attr]
 
 
 ACTIVE: Runtime | None = None

@@ -63,6 +63,7 @@ from dora_otel._runtime import (
 from dora_otel.context import current_decision
 from dora_otel.events import OrderStatus, SchemaError
 from dora_otel.exchange import safe_text
+from dora_otel.logs import Template
 
 F = TypeVar("F", bound=Callable[..., Any])
 _EMPTY = otel_context.Context()
@@ -439,7 +440,7 @@ def _decided(state: _CallState, targets: list[dict[str, Any]], spread_value: Any
               "target_count": len(targets), "spread": spread_value, "targets": targets,
               "expected_orders_hash": expected_orders_hash(targets)}
     span.set_event("DECISION_MADE", fields)
-    runtime.emit(logging.INFO, "DECISION_MADE", f"decision for {mkt}: {len(targets)} target orders", fields, span)
+    runtime.emit(logging.INFO, "DECISION_MADE", _DECIDED_MSG, fields, span)
     if runtime.watchdog is not None:
         runtime.watchdog.decision_made(decision.decision_id, mkt)
 
@@ -519,7 +520,7 @@ def order_place(fn: F | None = None, /, *, result: Callable[[Any], Any] | None =
                     runtime.orders.add(str(coid), state.ref)
             try:
                 # `fields` is handed over: the span and the line share it (Runtime.emit).
-                runtime.emit(logging.INFO, "ORDER_PLACE", f"placing {side} {size}@{price} on {mkt}", fields, span)
+                runtime.emit(logging.INFO, "ORDER_PLACE", _PLACE_MSG, fields, span)
                 if runtime.watchdog is not None and decision is not None:
                     runtime.watchdog.order_started(decision.decision_id, slot, coid, mkt)
             except BaseException:  # (SchemaError in strict mode) leave the caller's context as it was
@@ -588,6 +589,19 @@ def _outcome_from(value: Any) -> exchange.Outcome | None:
                             http_status if type(http_status) is int else None, text[3])
 
 
+# Line messages, rendered from the event's fields on the event thread (logs.Template).
+_DECIDED_MSG = Template("decision for {market}: {target_count} target orders")
+_PLACE_MSG = Template("placing {side} {size}@{price} on {market}")
+_RESULT_LINES = {
+    "ACCEPTED": (logging.INFO, Template("order {order_id} accepted ({latency_ms:.1f} ms)")),
+    "DUPLICATE": (logging.WARNING,
+                  Template("order duplicate: {error_msg} (an earlier attempt with this client_order_id exists)")),
+    "REJECTED": (logging.WARNING, Template("order rejected: {error_msg}")),
+    "UNKNOWN": (logging.ERROR, Template("order unknown: {error_msg}")),
+}
+_RESULT_ERROR = (logging.ERROR, Template("order error: {error_msg}"))
+
+
 def _settle(state: _CallState, status: str) -> None:
     if state.decision is not None:
         with state.runtime.lock:
@@ -626,15 +640,7 @@ def _order_result(state: _CallState, outcome: exchange.Outcome, latency_ms: floa
     state.span.set_attribute("dora.status", status)
     if order_id and state.ref is not None:
         runtime.orders.add(str(order_id), state.ref)
-    if status == "ACCEPTED":
-        level = logging.INFO
-        text = f"order {order_id} accepted ({latency_ms:.1f} ms)"
-    elif status == "DUPLICATE":
-        level = logging.WARNING
-        text = f"order duplicate: {error_msg} (an earlier attempt with this client_order_id exists)"
-    else:
-        level = logging.WARNING if status == "REJECTED" else logging.ERROR
-        text = f"order {status.lower()}: {error_msg}"
+    level, text = _RESULT_LINES.get(status, _RESULT_ERROR)
     try:
         runtime.emit(level, "ORDER_RESULT", text, fields, state.span)
     finally:

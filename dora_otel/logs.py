@@ -110,6 +110,12 @@ def add_trace_context(fields: dict[str, Any]) -> None:
         if ctx.is_valid:
             fields["trace_id"] = format(ctx.trace_id, "032x")
             fields["span_id"] = format(ctx.span_id, "016x")
+    add_decision_context(fields)
+
+
+def add_decision_context(fields: dict[str, Any]) -> None:
+    """The current decision's `decision_id` and `market` (unless set): `add_trace_context`'s second
+    half, for a line whose span the caller already knows."""
     decision = context.current_decision.get()
     if decision is not None:
         fields.setdefault("decision_id", decision.decision_id)
@@ -231,16 +237,18 @@ class JsonFormatter(logging.Formatter):
             message = _safe_str(message)
         return self.encode(record.created, record.levelname, message, record.name, fields)
 
-    def encode(self, created: float, levelname: str, message: str, logger: str, fields: Mapping[str, Any]) -> str:
+    def encode(self, created: float, levelname: str, message: str, logger: str, fields: Mapping[str, Any],
+               ids: tuple[int, int] | None = None) -> str:
         """One JSON line: `ts`, `level`, identity, `message`, `event_type`, `seq`, `logger`, then the
         event's fields (None left out; a field named like a base field, with another value, written
         as `field_<name>`), scrubbed (scrub.scrub_record; the base fields are dora's own).
 
         Hand-assembled for speed (writer thread, every line): the fields go into a dict that starts
         at `message` and is scrubbed and encoded alone, behind the identity part encoded once at
-        setup — the same bytes as encoding the whole line dict."""
+        setup — the same bytes as encoding the whole line dict. `ids`: the line's (trace_id,
+        span_id) as ints, written last as hex (`_Line.ids`: formatted here, not on the trading thread)."""
         if not _PROTECTED.isdisjoint(fields):
-            return self._encode_protected(created, levelname, message, logger, fields)
+            return self._encode_protected(created, levelname, message, logger, fields, ids)
         body: dict[str, Any] = {"message": message, "event_type": None, "seq": None, "logger": logger}
         # Scrubbing rides along: the untrusted strings not known clean are gathered for one joined
         # test (scrub.texts_clean); anything else (a container, a str under a sensitive name, an
@@ -280,13 +288,15 @@ class JsonFormatter(logging.Formatter):
                 plain = False
         if not plain or (new and not texts_clean(new, max(longest, len(message)))):
             scrub_record(body, _LINE_TRUSTED)  # (ts, level and the identity are trusted: never changed)
+        if ids is not None:
+            body["trace_id"], body["span_id"] = f"{ids[0]:032x}", f"{ids[1]:016x}"
         level = self._level_json.get(levelname)
         if level is None:
             level = self._level_json[levelname] = dumps_line({"v": levelname})[5:-1]
         return f'{{"ts":"{self._ts(created)}","level":{level},{self._identity_json},{dumps_line(body)[1:]}'
 
     def _encode_protected(self, created: float, levelname: str, message: str, logger: str,
-                          fields: Mapping[str, Any]) -> str:
+                          fields: Mapping[str, Any], ids: tuple[int, int] | None = None) -> str:
         """`encode` for fields that name a base field (rare): compared with the base value, whole line."""
         line: dict[str, Any] = {
             "ts": self._ts(created),
@@ -305,12 +315,15 @@ class JsonFormatter(logging.Formatter):
                     continue
                 key = f"field_{key}"
             line[key] = value if type(value) in _PLAIN else _clean(value)
+        if ids is not None:
+            line["trace_id"], line["span_id"] = f"{ids[0]:032x}", f"{ids[1]:016x}"
         return dumps_line(scrub_record(line, _LINE_TRUSTED))
 
     def encode_line(self, item: _Line) -> str:
         """The JSON line of a queued dora event line (writer thread). Never raises."""
         try:
-            return self.encode(item.created, _level_name(item.level), item.message, _EVENTS_LOGGER, item.fields)
+            return self.encode(item.created, _level_name(item.level), item.text(), _EVENTS_LOGGER, item.fields,
+                               item.ids)
         except Exception as exc:
             return self.error_line(exc)
 
@@ -536,15 +549,51 @@ _LINE_TEMPLATE = dict(vars(logging.LogRecord(_OWN_LOGGER, logging.INFO, "dora_ot
 _START_TIME = _LINE_TEMPLATE["created"] - _LINE_TEMPLATE["relativeCreated"] / 1000.0
 
 
+class Template:
+    """A line's message, made on the event thread from the line's own fields (`str.format_map`):
+    the trading thread hands over the fields and does not format their numbers itself. A field the
+    template names that the line lacks leaves the template's text as it is."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def render(self, fields: Mapping[str, Any]) -> str:
+        try:
+            return self.text.format_map(fields)
+        except Exception:
+            return self.text
+
+
 class _Line:
-    """One dora event line as the trading thread queues it: level, message, the event's complete
-    fields (ids, decision, bound fields already captured) and its time. The writer makes the
-    LogRecord the handlers take (logs.event_fields finds the fields cached on it)."""
+    """One dora event line as the trading thread queues it: level, message (text or a `Template`),
+    the event's fields (decision, bound fields already captured), its time, and what the event
+    thread completes before writing it: `ids`, the (trace_id, span_id) of the event's span as ints
+    (written as hex), and `check`, the event's key-field check when it was not run on the trading
+    thread (`check(fields)`: logs one ERROR for a malformed event). The fields are shared with the
+    event's span and ledger record: the event thread never changes them."""
 
-    __slots__ = ("created", "fields", "level", "message")
+    __slots__ = ("check", "created", "fields", "ids", "level", "message")
 
-    def __init__(self, level: int, message: str, fields: dict[str, Any], created: float) -> None:
+    def __init__(self, level: int, message: str | Template, fields: dict[str, Any], created: float,
+                 ids: tuple[int, int] | None = None, check: Any = None) -> None:
         self.level, self.message, self.fields, self.created = level, message, fields, created
+        self.ids, self.check = ids, check
+
+    def text(self) -> str:
+        message = self.message
+        return message if type(message) is str else message.render(self.fields)  # type: ignore[union-attr]
+
+    def complete(self) -> None:
+        """Run the deferred key-field check (event thread, once, before the line is written)."""
+        check = self.check
+        if check is not None:
+            self.check = None
+            try:
+                check(self.fields)
+            except Exception:  # a check never stops the writer
+                pass
 
     def record(self) -> logging.LogRecord:
         """The LogRecord for the handlers, from a template (LogRecord.__init__ asks the OS for the
@@ -555,11 +604,14 @@ class _Line:
         created = self.created
         rd["levelno"] = self.level
         rd["levelname"] = logging.getLevelName(self.level)
-        rd["msg"] = self.message
+        rd["msg"] = self.text()
         rd["created"] = created
         rd["msecs"] = (created - int(created)) * 1000.0
         rd["relativeCreated"] = (created - _START_TIME) * 1000.0
-        rd["_dora_fields"] = self.fields
+        fields = self.fields
+        if self.ids is not None:  # (a copy: the event's own dict is shared, never changed here)
+            fields = dict(fields, trace_id=f"{self.ids[0]:032x}", span_id=f"{self.ids[1]:016x}")
+        rd["_dora_fields"] = fields
         return record
 
 
@@ -701,6 +753,7 @@ class _Writer:
             written = True
 
     def _write_line(self, item: _Line) -> None:
+        item.complete()
         level = item.level
         text, encoded_by, record = "", None, None
         for handler, formatter in self._outputs:
@@ -763,14 +816,16 @@ class LogPipeline:
         the full event queue). Any thread."""
         return {"logs_dropped": self.dropped, "spans_dropped": self.spans_dropped}
 
-    def put_line(self, level: int, message: str, fields: dict[str, Any], created: float) -> None:
-        """Queue one dora event line (trading thread; O(1); a full queue drops and counts it)."""
+    def put_line(self, level: int, message: str | Template, fields: dict[str, Any], created: float,
+                 ids: tuple[int, int] | None = None, check: Any = None) -> None:
+        """Queue one dora event line (trading thread; O(1); a full queue drops and counts it).
+        `ids` and `check`: see `_Line`."""
         if self.closed:
             return
         if self.queue.qsize() >= self.max_pending:
             self.queue_dropped += 1
             return
-        self.queue.put_nowait(_Line(level, message, fields, created))
+        self.queue.put_nowait(_Line(level, message, fields, created, ids, check))
 
     def enqueue_span(self, span: Any) -> None:
         """Queue one ended dora span for export (trading thread; O(1); a full queue drops and counts it)."""
