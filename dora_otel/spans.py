@@ -45,12 +45,14 @@ from typing import Any
 
 import orjson
 from opentelemetry import trace as trace_api
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
+    DEFAULT_TRACE_STATE,
+    INVALID_SPAN_CONTEXT,
     NonRecordingSpan,
     SpanContext,
     SpanKind,
@@ -89,6 +91,13 @@ _SPAN_SKIP = frozenset({"stack", "event_type", "trace_id", "span_id"})
 _TRUSTED = TRUSTED_FIELDS - {"decision_id"}  # a span's decision_id may be "unmatched:<market>"
 _UNSET = Status(StatusCode.UNSET)
 _NO_PARENT = Context()
+_tuple_new = tuple.__new__
+_NO_TRACE_STATE = DEFAULT_TRACE_STATE
+_current_context = get_current
+# The key the OTel API keeps the current span under in a Context, found through the public API
+# (`set_span_in_context`) once, so LiteSpan.context can build the same Context in one step.
+_PROBE = NonRecordingSpan(INVALID_SPAN_CONTEXT)
+_SPAN_KEY = next(k for k, v in set_span_in_context(_PROBE, Context()).items() if v is _PROBE)
 _NOTHING: dict[str, Any] = {}  # shared, never written: a LiteSpan's fields / extra until it has its own
 _NO_EVENTS: list[tuple[str, dict[str, Any], int]] = []  # shared, never written
 _INTERNAL = SpanKind.INTERNAL.value + 1  # OTLP's SPAN_KIND_INTERNAL
@@ -144,8 +153,12 @@ class LiteSpan:
     def get_span_context(self) -> SpanContext:
         ctx = self._ctx
         if ctx is None:
-            ctx = self._ctx = SpanContext(self.trace_id, self.span_id, is_remote=False,
-                                          trace_flags=_SAMPLED if self.sampled else _UNSAMPLED)
+            # SpanContext's own __new__ validates the ids; ours are valid by construction (non-zero,
+            # in range), so the tuple is made directly: (trace_id, span_id, is_remote, trace_flags,
+            # trace_state, is_valid), the layout SpanContext's properties read.
+            ctx = self._ctx = _tuple_new(SpanContext, (self.trace_id, self.span_id, False,
+                                                       _SAMPLED if self.sampled else _UNSAMPLED,
+                                                       _NO_TRACE_STATE, True))
         return ctx
 
     def hex_ids(self) -> tuple[str, str]:
@@ -159,8 +172,11 @@ class LiteSpan:
 
     def context(self) -> Context:
         """The current Context with this span's `api_span` as its span: what a decorator attaches
-        while the bot's code runs."""
-        return set_span_in_context(NonRecordingSpan(self.get_span_context()))
+        while the bot's code runs. (`set_span_in_context` without its call layers: one copy of the
+        current context's values with the span under the API's own key.)"""
+        values = dict(_current_context())
+        values[_SPAN_KEY] = NonRecordingSpan(self.get_span_context())
+        return Context(values)
 
     def is_recording(self) -> bool:
         return not self.ended
