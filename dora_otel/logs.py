@@ -35,6 +35,7 @@ import uuid
 import weakref
 from collections.abc import Mapping
 from decimal import Decimal
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -322,7 +323,7 @@ class JsonFormatter(logging.Formatter):
     def encode_line(self, item: _Line) -> str:
         """The JSON line of a queued dora event line (writer thread). Never raises."""
         try:
-            return self.encode(item.created, _level_name(item.level), item.text(), _EVENTS_LOGGER, item.fields,
+            return self.encode(item.created, _level_name(item.level), item.text(), item.logger, item.fields,
                                item.ids)
         except Exception as exc:
             return self.error_line(exc)
@@ -566,53 +567,72 @@ class Template:
             return self.text
 
 
-class _Line:
-    """One dora event line as the trading thread queues it: level, message (text or a `Template`),
-    the event's fields (decision, bound fields already captured), its time, and what the event
-    thread completes before writing it: `ids`, the (trace_id, span_id) of the event's span as ints
-    (written as hex), and `check`, the event's key-field check when it was not run on the trading
-    thread (`check(fields)`: logs one ERROR for a malformed event). The fields are shared with the
-    event's span and ledger record: the event thread never changes them."""
+class _Line(tuple):  # type: ignore[type-arg]
+    """One line as a logging thread queues it, completed and written by the event thread:
+    (level, message, fields, created, ids, check, logger, source).
 
-    __slots__ = ("check", "created", "fields", "ids", "level", "message")
+    - `message`: text, or a `Template` rendered from the fields;
+    - `fields`: the event's fields (decision, bound fields already captured). For dora's events they
+      are shared with the event's span and ledger record: the event thread never changes them;
+    - `ids`: the (trace_id, span_id) of the line's span as ints (written as hex), or None;
+    - `check`: the event's key-field check when it was not run on the logging thread
+      (`check(fields)` logs one ERROR for a malformed event), or None;
+    - `logger`: the logger's name; `source`: the bot's own LogRecord for a bot line (handlers that
+      take LogRecords, such as the OTLP one, get a copy of it: file, line, function), else None.
 
-    def __init__(self, level: int, message: str | Template, fields: dict[str, Any], created: float,
-                 ids: tuple[int, int] | None = None, check: Any = None) -> None:
-        self.level, self.message, self.fields, self.created = level, message, fields, created
-        self.ids, self.check = ids, check
+    A tuple (made with `tuple.__new__`, read through itemgetter properties): queuing one costs the
+    logging thread no Python-level __init__."""
+
+    __slots__ = ()
+
+    level: int = property(itemgetter(0))  # type: ignore[assignment]
+    message: str | Template = property(itemgetter(1))  # type: ignore[assignment]
+    fields: dict[str, Any] = property(itemgetter(2))  # type: ignore[assignment]
+    created: float = property(itemgetter(3))  # type: ignore[assignment]
+    ids: tuple[int, int] | None = property(itemgetter(4))  # type: ignore[assignment]
+    check: Any = property(itemgetter(5))  # type: ignore[assignment]
+    logger: str = property(itemgetter(6))  # type: ignore[assignment]
+    source: logging.LogRecord | None = property(itemgetter(7))  # type: ignore[assignment]
 
     def text(self) -> str:
-        message = self.message
-        return message if type(message) is str else message.render(self.fields)  # type: ignore[union-attr]
+        message = self[1]
+        return message if type(message) is str else message.render(self[2])  # type: ignore[no-any-return]
 
     def complete(self) -> None:
         """Run the deferred key-field check (event thread, once, before the line is written)."""
-        check = self.check
+        check = self[5]
         if check is not None:
-            self.check = None
             try:
-                check(self.fields)
+                check(self[2])
             except Exception:  # a check never stops the writer
                 pass
 
     def record(self) -> logging.LogRecord:
-        """The LogRecord for the handlers, from a template (LogRecord.__init__ asks the OS for the
-        process and thread each time: a few µs per line on the event thread)."""
+        """The LogRecord for handlers that take one: a copy of the bot's own record, else one made
+        from a template (LogRecord.__init__ asks the OS for the process and thread each time: a few
+        µs per line on the event thread)."""
         record: logging.LogRecord = _new_record(logging.LogRecord)
         rd = record.__dict__
-        rd.update(_LINE_TEMPLATE)
-        created = self.created
-        rd["levelno"] = self.level
-        rd["levelname"] = logging.getLevelName(self.level)
+        source = self[7]
+        rd.update(_LINE_TEMPLATE if source is None else source.__dict__)
         rd["msg"] = self.text()
-        rd["created"] = created
-        rd["msecs"] = (created - int(created)) * 1000.0
-        rd["relativeCreated"] = (created - _START_TIME) * 1000.0
-        fields = self.fields
-        if self.ids is not None:  # (a copy: the event's own dict is shared, never changed here)
-            fields = dict(fields, trace_id=f"{self.ids[0]:032x}", span_id=f"{self.ids[1]:016x}")
+        rd["args"], rd["exc_info"], rd["exc_text"] = None, None, None
+        if source is None:
+            created = self[3]
+            rd["levelno"] = self[0]
+            rd["levelname"] = logging.getLevelName(self[0])
+            rd["created"] = created
+            rd["msecs"] = (created - int(created)) * 1000.0
+            rd["relativeCreated"] = (created - _START_TIME) * 1000.0
+            rd["name"] = self[6]
+        fields, ids = self[2], self[4]
+        if ids is not None:  # (a copy: the event's own dict is shared, never changed here)
+            fields = dict(fields, trace_id=f"{ids[0]:032x}", span_id=f"{ids[1]:016x}")
         rd["_dora_fields"] = fields
         return record
+
+
+_new_line = tuple.__new__
 
 
 class _EnqueueHandler(logging.handlers.QueueHandler):
@@ -633,20 +653,22 @@ class _EnqueueHandler(logging.handlers.QueueHandler):
             self.emit(record)
         return rv
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        event_fields(record)  # trace context, decision, bound fields, seq, stack: this thread's view
+    def prepare(self, record: logging.LogRecord) -> _Line:  # type: ignore[override]
+        """The bot's record as a `_Line`: its fields (trace context, decision, bound fields, seq,
+        stack: this thread's view, cached on the record so other handlers agree) and its message
+        formatted now (its arguments may change later). The record itself is neither copied nor
+        changed: the bot's other handlers see it as it was; handlers on the event thread that take
+        LogRecords get a copy made there (`_Line.record`)."""
+        fields = event_fields(record)
         try:
             message = record.getMessage()
         except Exception:
             message = f"{_safe_str(record.msg)} % {_safe_str(record.args)}"
-        # A shallow copy, so later handlers of the bot's own still see the original record
-        # (copy.copy measured ~5x slower than this on the hot path).
-        prepared = _new_record(logging.LogRecord)
-        prepared.__dict__.update(record.__dict__)
-        prepared.msg, prepared.args, prepared.exc_info, prepared.exc_text = message, None, None, None
-        return prepared
+        if type(message) is not str:
+            message = _safe_str(message)
+        return _new_line(_Line, (record.levelno, message, fields, record.created, None, None, record.name, record))
 
-    def enqueue(self, record: logging.LogRecord) -> None:
+    def enqueue(self, record: Any) -> None:
         pipeline = self._pipeline
         if pipeline.closed:  # after SHUTDOWN: nothing may follow it (e.g. an exporter's retry warning)
             return
@@ -825,7 +847,7 @@ class LogPipeline:
         if self.queue.qsize() >= self.max_pending:
             self.queue_dropped += 1
             return
-        self.queue.put_nowait(_Line(level, message, fields, created, ids, check))
+        self.queue.put_nowait(_new_line(_Line, (level, message, fields, created, ids, check, _EVENTS_LOGGER, None)))
 
     def enqueue_span(self, span: Any) -> None:
         """Queue one ended dora span for export (trading thread; O(1); a full queue drops and counts it)."""
