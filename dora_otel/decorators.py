@@ -887,8 +887,8 @@ def default_spread(result: Any, targets: list[dict[str, Any]]) -> float | None:
 
 def expected_orders_hash(targets: list[dict[str, Any]]) -> str:
     """A stable hash of the sorted target orders (side, price, size): equal plans hash equal."""
-    keys = sorted((str(t.get("side")), price_key(t.get("price")) or 0.0, size_key(t.get("size")) or 0.0)
-                  for t in targets)
+    keys = [(str(t.get("side")), price_key(t.get("price")) or 0.0, size_key(t.get("size")) or 0.0) for t in targets]
+    keys.sort()
     return hashlib.sha256(orjson.dumps(keys)).hexdigest()[:32]
 
 
