@@ -496,6 +496,8 @@ def order_place(fn: F | None = None, /, *, result: Callable[[Any], Any] | None =
             if bot_slot is not None and (type(bot_slot) is not int):
                 bot_slot = safe_value(bot_slot, 200)
             decision = _decision_for(runtime, mkt)
+            slot: Any
+            coid: Any
             if decision is not None:
                 with runtime.lock:
                     slot, coid = decision.claim(side, price, size, bot_coid, bot_slot)
