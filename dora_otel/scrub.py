@@ -342,3 +342,66 @@ def _collect(obj: Any, texts: list[str], depth: int, trusted: frozenset[str]) ->
 # next time (an order's ids recur in its place, result, cancel and fill records). Bounded; cleared
 # when a secret is registered.
 _seen_clean: dict[str, None] = {}
+
+
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
+def fields_clean(fields: Mapping[str, Any]) -> bool:
+    """True when the policy has nothing to mask in `fields`: every key and every string value, at
+    any depth, is clean text (a sensitive field name always contains a trigger word, so it is never
+    clean). Values must be str/int/float/bool/None, or lists/tuples/dicts of them; anything else, and
+    nesting deeper than 4, answers False (unsure: the caller scrubs the slow way). Does not modify
+    `fields`.
+
+    For the thread that journals a ledger event straight from the decorator's fields (~0.5 us for
+    an order's): keys and strings seen clean before (`_seen_clean`, shared with scrub_record) are
+    not tested again; the rest are tested as one joined string, as scrub_record does."""
+    texts: list[str] = []
+    if not _gather(fields, texts, 0):
+        return False
+    if texts:
+        joined = "\x00".join(texts)
+        if _has_trigger(joined) or (max(map(len, texts)) >= _BLOB_MIN and _has_blob(joined)):
+            return False
+        if len(_seen_clean) > 4096:
+            _seen_clean.clear()
+        _seen_clean.update(dict.fromkeys(texts))
+    return True
+
+
+def _gather(obj: Mapping[Any, Any], texts: list[str], depth: int) -> bool:
+    """Collect `obj`'s keys and strings not seen clean into `texts`; False for what fields_clean
+    cannot judge."""
+    if depth > 4:
+        return False
+    if not obj.keys() <= _seen_clean.keys():
+        for key in obj:
+            if type(key) is not str:
+                return False
+            if key not in _seen_clean:
+                texts.append(key)
+    for value in obj.values():  # (a plain loop: cheaper than a set difference for ~10 values)
+        kind = type(value)
+        if kind is str:
+            if value not in _seen_clean:
+                texts.append(value)
+        elif kind not in _SCALARS and not _gather_value(value, texts, depth + 1):
+            return False
+    return True
+
+
+def _gather_value(value: Any, texts: list[str], depth: int) -> bool:
+    kind = type(value)
+    if kind is dict:
+        return _gather(value, texts, depth)
+    if (kind is not list and kind is not tuple) or depth > 4:
+        return False
+    for item in value:
+        item_kind = type(item)
+        if item_kind is str:
+            if item not in _seen_clean:
+                texts.append(item)
+        elif item_kind not in _SCALARS and not _gather_value(item, texts, depth + 1):
+            return False
+    return True

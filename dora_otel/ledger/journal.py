@@ -59,6 +59,8 @@ from typing import Any
 
 import orjson
 
+from dora_otel.ledger.records import expand
+
 __all__ = [
     "FSYNC_POLICIES",
     "Batch",
@@ -66,6 +68,7 @@ __all__ = [
     "JournalStats",
     "PendingSummary",
     "Position",
+    "parse_line",
     "pending_on_disk",
 ]
 
@@ -463,11 +466,8 @@ class Journal:
         self, segment: _Segment, line: bytes, offset: int, torn_tail: bool = False
     ) -> dict[str, Any] | None:
         if not torn_tail:
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                record = None
-            if isinstance(record, dict):
+            record = parse_line(line)
+            if record is not None:
                 return record
         self.torn += 1
         if not segment.torn_warned:
@@ -653,6 +653,21 @@ class Journal:
         self._at_bound = False
 
 
+def parse_line(line: bytes) -> dict[str, Any] | None:
+    """The record a journal line holds (a compact line expanded, see ``records.expand``), or None
+    when the line is not one (torn, damaged)."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    try:
+        return expand(record)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -743,10 +758,7 @@ def _first_event_ts(fd: int, start: int, end: int) -> str | None:
         buffer += chunk
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("event_ts"), str):
+            record = parse_line(line)
+            if record is not None and isinstance(record.get("event_ts"), str):
                 return str(record["event_ts"])
     return None
