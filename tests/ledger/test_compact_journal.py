@@ -72,7 +72,7 @@ def test_a_compact_line_expands_to_the_record_the_full_path_builds(builder, even
     assert b'"event_ts"' not in line  # compact: times and ids as numbers, expanded by the reader
     full = builder.execution_event(event_type, fields, TRACE, SPAN, NS)
     assert _expanded(line) == full
-    assert full["event_id"] == "run-1:%d" % fields["seq"] and "error_msg" not in full
+    assert full["event_id"] == f"run-1:{fields['seq']}" and "error_msg" not in full
     if "huge" in fields:  # numbers no store keeps: their text, as safe_value writes them
         assert (full["huge"], full["tiny"], full["flags"]) == ("1e+300", "1e-300", [1, 2])
 
