@@ -6,7 +6,9 @@ runs' segments after a crash), deleting what was shipped, and the dead-letter fi
 
 Layout and lifecycle:
 
-* A segment is ``seg-<unix_ns>-<pid>-<rand>.jsonl``: one JSON record per line, written with one
+* A segment is ``seg-<unix_ns>-<pid>-<rand>.jsonl``: one JSON record per line — a compact line
+  (the trading thread's, expanded into its record when read: ``parse_line``, ``records.expand``) or
+  a full record (the full path's, and every earlier version's) —, written with one
   ``os.write`` per record on an ``O_APPEND`` descriptor, so a record is in the kernel once ``append``
   returns and survives ``kill -9`` of the process (a machine crash needs fsync: see ``fsync``).
 * The process holds an exclusive ``flock`` on each segment it has open. At start-up every segment in
