@@ -5,6 +5,7 @@ still replay."""
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,7 @@ from _fakes import FlakySink
 
 from dora_otel import scrub
 from dora_otel.ledger import Ledger
+from dora_otel.ledger import journal as journal_mod
 from dora_otel.ledger.journal import parse_line, pending_on_disk
 from dora_otel.ledger.processor import ExecutionLedgerProcessor
 from dora_otel.ledger.records import RecordBuilder, expand
@@ -159,3 +161,16 @@ def test_a_journal_of_an_earlier_version_and_compact_lines_replay_alike(tmp_path
 def test_a_compact_line_that_does_not_expand_counts_as_unparseable():
     assert parse_line(b'{"_j":1,"k":"x"}') is None and parse_line(b"[1]") is None
     assert expand({"kind": "execution", "x": 1}) == {"kind": "execution", "x": 1}  # full records as they are
+
+
+def test_the_journal_write_keeps_the_contract_of_os_write(tmp_path):
+    """The appender's write(2) holds the GIL (no handoff mid-order) but answers like os.write."""
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        assert journal_mod.write_fd(fd, b'{"a":"\x00"}\n') == 10 and path.read_bytes() == b'{"a":"\x00"}\n'
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError) as failed:
+        journal_mod.write_fd(fd, b"x\n")  # closed: EBADF, as os.write raises it
+    assert failed.value.errno == errno.EBADF
