@@ -24,10 +24,12 @@ from opentelemetry.trace import (
 
 from dora_otel import context, events, identity, logs
 from dora_otel.exchange import safe_text
+from dora_otel.spans import LiteSpan as _LiteSpan
 
 EVENTS_LOGGER = "dora_otel"
 _ROOT = logging.getLogger()
 _time = time.time
+_next_seq = identity.next_seq
 
 
 def client_order_id_for(decision_id: str, slot: int) -> str:
@@ -72,26 +74,39 @@ class Slot:
     planned: bool = False  # one of the strategy's targets (else an order the strategy did not return)
 
 
-@dataclasses.dataclass
 class Decision:
     """One decision and its slots, from the moment `@decision_cycle` starts until it is superseded.
 
     Every order of the decision gets its own slot and client_order_id, wherever it is placed from
     (inside the decision body, under `asyncio.gather`, from threads, or after the strategy returned).
-    All methods run under `Runtime.lock` (any thread).
+    All methods run under `Runtime.lock` (any thread). It is also what `context.current_decision`
+    holds while the strategy runs (decision_id, market, span_context).
     """
 
-    decision_id: str
-    market: Any
-    span_context: SpanContext
-    targets: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    slots: dict[int, Slot] = dataclasses.field(default_factory=dict)
-    next_slot: int = 0
-    decided: bool = False  # the strategy returned: `targets` are known
-    parent_context: Any = None  # an OTel Context whose current span is this decision (children start here)
+    __slots__ = ("_parent_context", "decided", "decision_id", "market", "next_slot", "sampled", "slots",
+                 "span_context", "span_id", "targets", "trace_id")
 
-    def __post_init__(self) -> None:
-        self.parent_context = set_span_in_context(NonRecordingSpan(self.span_context))
+    def __init__(self, decision_id: str, market: Any, span_context: SpanContext) -> None:
+        self.decision_id = decision_id
+        self.market = market
+        self.span_context = span_context
+        # The ids again as plain ints / bool: every order span of the decision starts from them.
+        self.trace_id: int = span_context.trace_id
+        self.span_id: int = span_context.span_id
+        self.sampled: bool = span_context.trace_flags.sampled
+        self.targets: list[dict[str, Any]] = []
+        self.slots: dict[int, Slot] = {}
+        self.next_slot = 0
+        self.decided = False  # the strategy returned: `targets` are known
+        self._parent_context: Any = None
+
+    @property
+    def parent_context(self) -> Any:
+        """An OTel Context whose current span is this decision (made on first use)."""
+        ctx = self._parent_context
+        if ctx is None:
+            ctx = self._parent_context = set_span_in_context(NonRecordingSpan(self.span_context))
+        return ctx
 
     def _new_slot(self, key: tuple[Any, Any, Any], client_order_id: Any, state: str, planned: bool) -> int:
         slot = self.next_slot
@@ -145,6 +160,15 @@ class Decision:
         """The strategy returned these targets (side, price, size, client_order_id or None). Each
         is matched to an order already placed inside the decision (same client_order_id, else same
         side/price/size), else given the next free slot. Returns the targets with their slots."""
+        if not self.slots:  # nothing placed inside the decision (the usual case): one new slot each
+            targets = []
+            for side, price, size, coid in raw:
+                number = self._new_slot(order_key(side, price, size), coid, FREE, planned=True)
+                targets.append({"slot": number, "side": side, "price": price, "size": size,
+                                "client_order_id": self.slots[number].client_order_id})
+            self.targets = targets
+            self.decided = True
+            return targets
         targets = []
         for side, price, size, coid in raw:
             key = order_key(side, price, size)
@@ -179,8 +203,8 @@ class OrderRef(NamedTuple):
 
 
 class OrderBook:
-    """client_order_id / order_id → OrderRef, bounded (oldest forgotten first), thread-safe:
-    fills arrive on other threads, loops later."""
+    """client_order_id / order_id → OrderRef, bounded (oldest forgotten first), thread-safe
+    without a lock (see `add`): fills arrive on other threads, loops later."""
 
     def __init__(self, capacity: int = 100_000) -> None:
         # An OrderedDict, not a dict: evicting the oldest of a plain dict with
@@ -189,21 +213,25 @@ class OrderBook:
         # `popitem(last=False)` is O(1).
         self._refs: collections.OrderedDict[str, OrderRef] = collections.OrderedDict()
         self._capacity = capacity
-        self._lock = threading.Lock()
 
     def add(self, key: str, ref: OrderRef) -> None:
-        with self._lock:
-            self._refs[key] = ref
-            if len(self._refs) > self._capacity:
-                self._refs.popitem(last=False)
+        # No lock: each OrderedDict call is atomic for str keys (C code, no Python callbacks); two
+        # threads adding at once past the capacity may evict one order more than needed.
+        refs = self._refs
+        refs[key] = ref
+        if len(refs) > self._capacity:
+            try:
+                refs.popitem(last=False)
+            except KeyError:  # (another thread emptied it first)
+                pass
 
     def find(self, *keys: Any) -> OrderRef | None:
-        with self._lock:
-            for key in keys:
-                if key is not None:
-                    ref = self._refs.get(str(key))
-                    if ref is not None:
-                        return ref
+        get = self._refs.get
+        for key in keys:
+            if key is not None:
+                ref = get(key if type(key) is str else str(key))
+                if ref is not None:
+                    return ref
         return None
 
 
@@ -226,68 +254,130 @@ class Runtime:
         self.loops: collections.Counter[Any] = collections.Counter()
         self.lock = threading.Lock()
         self.watchdog: Any = None
+        self._check_later = self._late_check  # (one bound method, made once: passed with every line)
 
-    def emit(self, level: int, event_type: str, message: str, fields: dict[str, Any],
+    def emit(self, level: int, event_type: str, message: str | logs.Template, fields: dict[str, Any],
              span: Any = None) -> dict[str, Any]:
         """Log one event line. Raises SchemaError only in strict mode. Runs on the caller's thread.
 
+        The caller hands `fields` over: it becomes the line's own dict (no copy: one dict per event
+        is shared by its line, its span and its ledger record) and must not be changed after this
+        call, because the event thread reads it. `event_type`, `seq` and the decision are added to
+        it here. `span`: the span the line belongs to (None: the current one). `message`: text, or
+        a `logs.Template` rendered from the fields.
+
         When dora's pipeline is a root handler and no logger filter is in the way (the usual case),
-        the line's fields are completed here with what only this thread knows (trace context,
-        decision, bound fields) and queued as one compact `logs._Line`: no LogRecord, no logging
-        dispatch on this thread (other root handlers, the bot's own, still get a LogRecord here).
-        Otherwise a LogRecord goes through `Logger.handle`, the same filters and handlers as
+        the line is completed here with what only this thread knows (decision, bound fields, the
+        current span when `span` is None) and queued as one compact `logs._Line`: no LogRecord, no
+        logging dispatch on this thread (other root handlers, the bot's own, still get a LogRecord
+        here); the event thread formats the span's ids, renders the message and checks the key
+        fields. Otherwise (and in strict mode, which must raise here) the key fields are checked
+        here and a LogRecord goes through `Logger.handle`, the same filters and handlers as
         `logger.log` (skipping the caller-frame walk).
         """
         fields["event_type"] = event_type
         if "seq" not in fields:
-            fields["seq"] = identity.next_seq()
-        if not _well_formed(event_type, fields):  # the full check only when it may find something
-            events.check(event_type, fields, strict=self.strict, logger=self.log)
-        if span is not None:  # the caller knows the current span: spare the formatter the lookup
-            hex_ids = getattr(span, "hex_ids", None)
-            if hex_ids is not None:
-                fields["trace_id"], fields["span_id"] = hex_ids()
-            else:
-                ctx = span.get_span_context()
-                fields["trace_id"] = format(ctx.trace_id, "032x")
-                fields["span_id"] = format(ctx.span_id, "016x")
+            fields["seq"] = _next_seq()
         log = self.log
-        if not log.isEnabledFor(level):
-            return fields
         pipeline = logs.ACTIVE_PIPELINE
         handlers = _ROOT.handlers
-        if (pipeline is not None and pipeline.handler in handlers and not log.handlers and not log.filters
-                and not _ROOT.filters and log.propagate and not log.disabled and not pipeline.handler.filters):
+        if (not self.strict and pipeline is not None and pipeline.handler in handlers and not log.handlers
+                and not log.filters and not _ROOT.filters and log.propagate and not log.disabled
+                and not pipeline.handler.filters):
+            if not log.isEnabledFor(level):
+                self._check_now(event_type, fields)
+                return fields
+            # The usual case: the line is completed on the event thread (`logs._Line`): its span's
+            # ids formatted, its message rendered from a template, its key fields checked (one
+            # ERROR line if one is missing; strict mode checks here, below, to raise).
+            ids = _ids(span)
             if len(handlers) > 1:  # the bot's (or pytest's) own root handlers get a LogRecord, as before
-                record = logging.LogRecord(log.name, level, "dora_otel", 0, message, None, None)
-                record._dora = dict(fields)  # type: ignore[attr-defined]
+                record = logging.LogRecord(log.name, level, "dora_otel", 0, _text(message, fields), None, None)
+                record._dora = _with_ids(dict(fields), ids)  # type: ignore[attr-defined]
                 for handler in handlers:
                     if handler is not pipeline.handler and level >= handler.level:
                         handler.handle(record)
-            line = dict(fields)
+            line = fields
             if context.has_bound_fields():
                 bound = context.bound_fields()
                 if bound:
                     line = context.rename_reserved(bound)
                     line.update(fields)
-            logs.add_trace_context(line)
-            pipeline.put_line(level, message, line, _time())
+            if ids is None:
+                logs.add_trace_context(line)
+            elif "decision_id" not in line or "market" not in line:  # (dora's own events name both)
+                logs.add_decision_context(line)
+            pipeline.put_line(level, message, line, _time(), ids, self._check_later)
             return fields
-        record = logging.LogRecord(log.name, level, "dora_otel", 0, message, None, None)
+        self._check_now(event_type, fields)  # raises SchemaError in strict mode
+        _with_ids(fields, _ids(span))
+        if not log.isEnabledFor(level):
+            return fields
+        record = logging.LogRecord(log.name, level, "dora_otel", 0, _text(message, fields), None, None)
         record._dora = fields  # type: ignore[attr-defined]
         log.handle(record)
         return fields
 
+    def _check_now(self, event_type: str, fields: dict[str, Any]) -> None:
+        """The event's key-field check: raises SchemaError in strict mode, else logs one ERROR."""
+        if not _well_formed(event_type, fields):  # the full check only when it may find something
+            events.check(event_type, fields, strict=self.strict, logger=self.log)
+
+    def _late_check(self, fields: dict[str, Any]) -> None:
+        """`_check_now` on the event thread, for a line queued unchecked (never strict there)."""
+        event_type = fields.get("event_type")
+        if type(event_type) is str and not _well_formed(event_type, fields):
+            events.check(event_type, fields, strict=False, logger=self.log)
+
+
+def _ids(span: Any) -> tuple[int, int] | None:
+    """(trace_id, span_id) of the span an event line belongs to (None: the current one)."""
+    if span is None:
+        return None
+    if type(span) is _LiteSpan:
+        return span.trace_id, span.span_id
+    ctx = span.get_span_context()
+    return ctx.trace_id, ctx.span_id
+
+
+def _with_ids(fields: dict[str, Any], ids: tuple[int, int] | None) -> dict[str, Any]:
+    if ids is not None:
+        fields["trace_id"], fields["span_id"] = f"{ids[0]:032x}", f"{ids[1]:016x}"
+    return fields
+
+
+def _text(message: str | logs.Template, fields: dict[str, Any]) -> str:
+    return message if type(message) is str else message.render(fields)  # type: ignore[union-attr]
+
 
 ACTIVE: Runtime | None = None
 
-# events.py's rules as lookup tables, for `_well_formed` (built once; events.check stays the judge).
-_REQUIRED = {et: tuple((name, name in events._NUMERIC) for name in names)
-             for et, names in events.KEY_FIELDS.items()}
-_CONDITIONAL: dict[str, dict[str, tuple[tuple[str, bool], ...]]] = {}
+# events.py's rules as lookup tables, for `_well_formed` (built once; events.check stays the judge):
+# per event type, (names that must not be None, names that must be int/float).
+_Rule = tuple[tuple[str, ...], tuple[str, ...]]
+
+
+def _rule(names: tuple[str, ...]) -> _Rule:
+    return names, tuple(n for n in names if n in events._NUMERIC)
+
+
+_REQUIRED: dict[str, _Rule] = {et: _rule(names) for et, names in events.KEY_FIELDS.items()}
+_CONDITIONAL: dict[str, dict[str, _Rule]] = {}
 for (_et, _status), _names in events._CONDITIONAL.items():
-    _CONDITIONAL.setdefault(_et, {})[_status] = tuple((n, n in events._NUMERIC) for n in _names)
+    _CONDITIONAL.setdefault(_et, {})[_status] = _rule(_names)
 _ONE_OF = dict(events._ONE_OF)
+_NUMBER = frozenset({int, float})
+_NO_RULE: _Rule = ((), ())
+
+
+def _passes(rule: _Rule, get: Callable[[str], Any]) -> bool:
+    names, numeric = rule
+    if None in map(get, names):  # (a C-level loop: this runs for every event on the trading thread)
+        return False
+    for name in numeric:  # noqa: SIM110  (a loop: all() over a generator costs twice as much here)
+        if type(get(name)) not in _NUMBER:
+            return False
+    return True
 
 
 def _well_formed(event_type: str, fields: dict[str, Any]) -> bool:
@@ -295,23 +385,18 @@ def _well_formed(event_type: str, fields: dict[str, Any]) -> bool:
     numeric); False sends the event through the full check, which words and reports any problem.
     A cheaper pre-test for the events dora-otel itself builds on the trading thread."""
     required = _REQUIRED.get(event_type)
-    if required is None:
+    get = fields.get
+    if required is None or not _passes(required, get):
         return False
-    for name, numeric in required:
-        value = fields.get(name)
-        if value is None or (numeric and type(value) is not int and type(value) is not float):
-            return False
     conditional = _CONDITIONAL.get(event_type)
     if conditional is not None:
-        status = fields.get("status")
+        status = get("status")
         if type(status) is not str and status is not None:
             return False
-        for name, numeric in conditional.get(str(status), ()):
-            value = fields.get(name)
-            if value is None or (numeric and type(value) is not int and type(value) is not float):
-                return False
+        if not _passes(conditional.get(str(status), _NO_RULE), get):
+            return False
     one_of = _ONE_OF.get(event_type)
-    return one_of is None or any(fields.get(name) not in (None, "") for name in one_of)
+    return one_of is None or any(get(name) not in (None, "") for name in one_of)
 
 
 def attr(value: Any) -> Any:
@@ -377,3 +462,4 @@ def span_event(event_type: str, fields: dict[str, Any]) -> tuple[str, dict[str, 
     ledger record is built from them on this thread, the span's flat attributes on the event
     thread, see spans.py)."""
     return (event_type, fields)
+

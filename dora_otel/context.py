@@ -11,21 +11,33 @@ import contextlib
 import contextvars
 import threading
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from opentelemetry.trace import SpanContext
 
 
+class DecisionLike(Protocol):
+    """What a log line, an order or a fill needs to know about the decision it belongs to: a
+    `DecisionRef`, or the running `_runtime.Decision` itself (no copy made per call)."""
+
+    @property
+    def decision_id(self) -> str: ...
+    @property
+    def market(self) -> Any: ...
+    @property
+    def span_context(self) -> SpanContext: ...
+
+
 class DecisionRef(NamedTuple):
-    """What a log line, an order or a fill needs to know about the decision it belongs to.
-    (A NamedTuple: one is made per order, so construction is kept cheap.)"""
+    """A decision known by its ids only (a fill joined to an order of an earlier decision).
+    (A NamedTuple: construction is kept cheap.)"""
 
     decision_id: str
     market: str | None
     span_context: SpanContext
 
 
-current_decision: contextvars.ContextVar[DecisionRef | None] = contextvars.ContextVar(
+current_decision: contextvars.ContextVar[DecisionLike | None] = contextvars.ContextVar(
     "dora_otel_decision", default=None
 )
 

@@ -60,9 +60,10 @@ from dora_otel._runtime import (
     size_key,
     span_event,
 )
-from dora_otel.context import DecisionRef, current_decision
+from dora_otel.context import current_decision
 from dora_otel.events import OrderStatus, SchemaError
 from dora_otel.exchange import safe_text
+from dora_otel.logs import Template
 
 F = TypeVar("F", bound=Callable[..., Any])
 _EMPTY = otel_context.Context()
@@ -90,19 +91,21 @@ def _report_internal_error(where: str) -> None:
 
 class _Extractor:
     """Reads named fields from (args, kwargs), planned once at decoration time (no per-call
-    signature binding: that costs more than the whole span). A field that cannot be read (a
-    hostile attribute) is left out rather than failing the record."""
+    signature binding: that costs more than the whole span). Returns one value per field asked
+    for, in that order; None where the call has none. A field that cannot be read (a hostile
+    attribute) is None rather than failing the record."""
 
-    __slots__ = ("_plan",)
+    __slots__ = ("_empty", "_plan", "_simple")
 
     def __init__(self, fn: Callable[..., Any], fields: Iterable[str], overrides: dict[str, Any]) -> None:
         params = inspect.signature(fn).parameters
         names = list(params)
-        plan: list[tuple[str, str | None, int | None, Any, Any]] = []
-        for field in fields:
+        fields = tuple(fields)
+        plan: list[tuple[int, str | None, int | None, Any, Any]] = []
+        for position, field in enumerate(fields):
             spec = overrides.get(field, field)
             if callable(spec):
-                plan.append((field, None, None, inspect.Parameter.empty, spec))
+                plan.append((position, None, None, inspect.Parameter.empty, spec))
                 continue
             root, *path = str(spec).split(".")
             if root not in params:
@@ -111,29 +114,34 @@ class _Extractor:
                 continue
             param = params[root]
             index = names.index(root) if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD) else None
-            plan.append((field, root, index, param.default, tuple(path)))
+            plan.append((position, root, index, param.default, tuple(path)))
         self._plan = tuple(plan)
+        self._empty = [None] * len(fields)
+        # Every field a plain parameter (no dotted path, no callable): the per-call loop skips both.
+        self._simple = all(name is not None and not path for _, name, _, _, path in plan)
 
-    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        out = {}
-        for field, name, index, default, path in self._plan:
+    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+        out = self._empty.copy()
+        simple = self._simple
+        nargs = len(args)
+        for position, name, index, default, path in self._plan:
             try:
                 if name is None:  # a callable override: fn(args, kwargs)
                     value = path(args, kwargs)
                 elif name in kwargs:
                     value = kwargs[name]
-                elif index is not None and index < len(args):
+                elif index is not None and index < nargs:
                     value = args[index]
                 elif default is not inspect.Parameter.empty:
                     value = default
                 else:
                     continue
-                for part in path if name is not None else ():
-                    value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
+                if not simple:
+                    for part in path if name is not None else ():
+                        value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
             except Exception:
                 continue
-            if value is not None:
-                out[field] = value
+            out[position] = value
         return out
 
 
@@ -342,24 +350,22 @@ def decision_cycle(fn: F | None = None, /, *, market: Any = None, loop: Any = No
         name = getattr(func, "__qualname__", "decision")
 
         def before(runtime: _runtime.Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _CallState:
-            found = extract(args, kwargs)
-            mkt = _market(found.get("market"))
-            loop_no = safe_value(found.get("loop"), 200)
+            found_market, found_loop = extract(args, kwargs)
+            mkt = _market(found_market)
+            loop_no = safe_value(found_loop, 200)
             if loop_no is None:
                 with runtime.lock:
                     runtime.loops[mkt] += 1
                     loop_no = runtime.loops[mkt]
-            span = runtime.tracer.start_span(
-                f"decision {mkt}" if mkt is not None else "decision", context=_EMPTY,
-                event=span_event("DECISION_MADE", {"market": mkt, "loop": loop_no}),
-            )
-            ctx = span.get_span_context()
-            decision = Decision(format(ctx.trace_id, "032x"), mkt, ctx)
+            state_fields = {"market": mkt, "loop": loop_no}
+            span = runtime.tracer.start_root(f"decision {mkt}" if mkt is not None else "decision",
+                                             ("DECISION_MADE", state_fields))
+            decision = Decision(f"{span.trace_id:032x}", mkt, span.get_span_context())
             with runtime.lock:
                 runtime.running[mkt] = decision
-            state = _CallState(runtime, span, {"market": mkt, "loop": loop_no}, args, kwargs, _perf(), decision)
-            state.token = otel_context.attach(set_span_in_context(span.api_span))
-            state.decision_token = current_decision.set(DecisionRef(decision.decision_id, mkt, ctx))
+            state = _CallState(runtime, span, state_fields, args, kwargs, _perf(), decision)
+            state.token = otel_context.attach(span.context())
+            state.decision_token = current_decision.set(decision)
             state.active_token = _active_decision.set(decision)
             return state
 
@@ -367,8 +373,7 @@ def decision_cycle(fn: F | None = None, /, *, market: Any = None, loop: Any = No
             decision = state.decision
             assert decision is not None
             try:
-                raw = [(safe_value(_field(t, "side")), safe_value(_field(t, "price")), safe_value(_field(t, "size")),
-                        _coid_text(_field(t, "client_order_id"))) for t in read_targets(result)]
+                raw = [_target(t) for t in read_targets(result)]
                 with state.runtime.lock:
                     normalized = decision.decide(raw)
                 try:
@@ -435,7 +440,7 @@ def _decided(state: _CallState, targets: list[dict[str, Any]], spread_value: Any
               "target_count": len(targets), "spread": spread_value, "targets": targets,
               "expected_orders_hash": expected_orders_hash(targets)}
     span.set_event("DECISION_MADE", fields)
-    runtime.emit(logging.INFO, "DECISION_MADE", f"decision for {mkt}: {len(targets)} target orders", fields, span)
+    runtime.emit(logging.INFO, "DECISION_MADE", _DECIDED_MSG, fields, span)
     if runtime.watchdog is not None:
         runtime.watchdog.decision_made(decision.decision_id, mkt)
 
@@ -446,8 +451,8 @@ def _decision_for(runtime: _runtime.Runtime, market: Any) -> Decision | None:
     active = _active_decision.get()
     if active is not None:
         return active
-    with runtime.lock:
-        return runtime.running.get(market) or runtime.latest.get(market)
+    # Two dict reads, each atomic (str / None keys): no lock needed to read them.
+    return runtime.running.get(market) or runtime.latest.get(market)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,41 +488,41 @@ def order_place(fn: F | None = None, /, *, result: Callable[[Any], Any] | None =
         coid_slot = _CoidSlot(func, coid_param) if isinstance(coid_param, str) and "." not in coid_param else None
 
         def before(runtime: _runtime.Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _CallState:
-            found = extract(args, kwargs)
-            mkt = _market(found.get("market"))
-            side = safe_value(found.get("side"), 200)
-            price, size = safe_value(found.get("price")), safe_value(found.get("size"))
-            bot_coid = _coid_text(found.get("client_order_id"))
-            bot_slot = found.get("slot")
+            mkt, side, price, size, bot_coid, bot_slot = extract(args, kwargs)
+            mkt = _market(mkt)
+            side = safe_value(side, 200)
+            price, size = safe_value(price), safe_value(size)
+            bot_coid = _coid_text(bot_coid)
             if bot_slot is not None and (type(bot_slot) is not int):
                 bot_slot = safe_value(bot_slot, 200)
             decision = _decision_for(runtime, mkt)
-            coid: Any = bot_coid
             if decision is not None:
                 with runtime.lock:
                     slot, coid = decision.claim(side, price, size, bot_coid, bot_slot)
-                decision_id, parent_ctx = decision.decision_id, decision.parent_context
                 if bot_coid is None and coid is not None and coid_slot is not None and coid_slot.usable:
                     args, kwargs = coid_slot.fill(args, kwargs, coid, coid_param)
+                fields = {"seq": _next_seq(), "market": mkt, "decision_id": decision.decision_id, "side": side,
+                          "price": price, "size": size, "client_order_id": coid, "slot": slot}
+                span = runtime.tracer.start_child("order.place", decision.trace_id, decision.span_id,
+                                                  decision.sampled, ("ORDER_PLACE", fields))
             else:
-                slot, decision_id, parent_ctx = bot_slot, None, _EMPTY
-            fields = {"seq": _next_seq(), "market": mkt, "decision_id": decision_id, "side": side,
-                      "price": price, "size": size, "client_order_id": coid, "slot": slot}
-            span = runtime.tracer.start_span("order.place", context=parent_ctx,
-                                             event=span_event("ORDER_PLACE", fields))
+                slot, coid = bot_slot, bot_coid
+                fields = {"seq": _next_seq(), "market": mkt, "decision_id": None, "side": side,
+                          "price": price, "size": size, "client_order_id": coid, "slot": slot}
+                span = runtime.tracer.start_span("order.place", _EMPTY, ("ORDER_PLACE", fields))
             state = _CallState(runtime, span, fields, args, kwargs, decision=decision)
-            state.token = otel_context.attach(set_span_in_context(span.api_span))
-            if decision is not None and current_decision.get() is None:
-                state.decision_token = current_decision.set(
-                    DecisionRef(decision.decision_id, mkt, decision.span_context))
+            state.token = otel_context.attach(span.context())
             if decision is not None:
+                if current_decision.get() is None:
+                    state.decision_token = current_decision.set(decision)
                 state.ref = OrderRef(decision.decision_id, decision.span_context, mkt, slot, side, price, size, coid)
                 if coid is not None:
                     runtime.orders.add(str(coid), state.ref)
             try:
-                runtime.emit(logging.INFO, "ORDER_PLACE", f"placing {side} {size}@{price} on {mkt}", dict(fields), span)
-                if runtime.watchdog is not None and decision_id is not None:
-                    runtime.watchdog.order_started(decision_id, slot, coid, mkt)
+                # `fields` is handed over: the span and the line share it (Runtime.emit).
+                runtime.emit(logging.INFO, "ORDER_PLACE", _PLACE_MSG, fields, span)
+                if runtime.watchdog is not None and decision is not None:
+                    runtime.watchdog.order_started(decision.decision_id, slot, coid, mkt)
             except BaseException:  # (SchemaError in strict mode) leave the caller's context as it was
                 _settle(state, "ERROR")
                 state.cleanup()
@@ -584,6 +589,19 @@ def _outcome_from(value: Any) -> exchange.Outcome | None:
                             http_status if type(http_status) is int else None, text[3])
 
 
+# Line messages, rendered from the event's fields on the event thread (logs.Template).
+_DECIDED_MSG = Template("decision for {market}: {target_count} target orders")
+_PLACE_MSG = Template("placing {side} {size}@{price} on {market}")
+_RESULT_LINES = {
+    "ACCEPTED": (logging.INFO, Template("order {order_id} accepted ({latency_ms:.1f} ms)")),
+    "DUPLICATE": (logging.WARNING,
+                  Template("order duplicate: {error_msg} (an earlier attempt with this client_order_id exists)")),
+    "REJECTED": (logging.WARNING, Template("order rejected: {error_msg}")),
+    "UNKNOWN": (logging.ERROR, Template("order unknown: {error_msg}")),
+}
+_RESULT_ERROR = (logging.ERROR, Template("order error: {error_msg}"))
+
+
 def _settle(state: _CallState, status: str) -> None:
     if state.decision is not None:
         with state.runtime.lock:
@@ -609,29 +627,24 @@ def _order_result(state: _CallState, outcome: exchange.Outcome, latency_ms: floa
         fields["http_status"] = outcome.http_status
     if exc is not None:
         fields["stack"] = _stack(exc)
-    # ORDER_RESULT is its own child span of the decision, at the moment the answer arrived.
-    parent_ctx = state.decision.parent_context if state.decision else _EMPTY
-    result_span = runtime.tracer.start_span("order.result", context=parent_ctx,
-                                            event=span_event("ORDER_RESULT", fields))
+    # ORDER_RESULT is its own child span of the decision, at the moment the answer arrived; the
+    # ledger journals it when it starts (before its line), and `fields` is handed over to both.
+    decision = state.decision
+    if decision is not None:
+        result_span = runtime.tracer.start_child("order.result", decision.trace_id, decision.span_id,
+                                                 decision.sampled, ("ORDER_RESULT", fields))
+    else:
+        result_span = runtime.tracer.start_span("order.result", _EMPTY, ("ORDER_RESULT", fields))
     if status != "ACCEPTED":
         result_span.set_status(Status(StatusCode.ERROR, error_msg or status))
-    result_span.end()
     state.span.set_attribute("dora.status", status)
     if order_id and state.ref is not None:
         runtime.orders.add(str(order_id), state.ref)
-    if status == "ACCEPTED":
-        level = logging.INFO
-    elif status in ("REJECTED", "DUPLICATE"):
-        level = logging.WARNING
-    else:
-        level = logging.ERROR
-    if status == "ACCEPTED":
-        text = f"order {order_id} accepted ({latency_ms:.1f} ms)"
-    elif status == "DUPLICATE":
-        text = f"order duplicate: {error_msg} (an earlier attempt with this client_order_id exists)"
-    else:
-        text = f"order {status.lower()}: {error_msg}"
-    runtime.emit(level, "ORDER_RESULT", text, fields, state.span)
+    level, text = _RESULT_LINES.get(status, _RESULT_ERROR)
+    try:
+        runtime.emit(level, "ORDER_RESULT", text, fields, state.span)
+    finally:
+        result_span.end()
     if runtime.watchdog is not None:
         runtime.watchdog.order_result(f["decision_id"], f["slot"], status, f["client_order_id"])
 
@@ -657,10 +670,10 @@ def order_cancel(fn: F | None = None, /, **field_names: Any) -> Any:
         extract = _Extractor(func, ("market", "order_id", "client_order_id"), field_names)
 
         def before(runtime: _runtime.Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _CallState:
-            found = extract(args, kwargs)
-            order_id, coid = safe_value(found.get("order_id"), 200), _coid_text(found.get("client_order_id"))
+            found_market, found_order_id, found_coid = extract(args, kwargs)
+            order_id, coid = safe_value(found_order_id, 200), _coid_text(found_coid)
             ref = runtime.orders.find(coid, order_id)
-            mkt = _market(found["market"]) if "market" in found else (ref.market if ref else None)
+            mkt = _market(found_market) if found_market is not None else (ref.market if ref else None)
             requested_by = current_decision.get()
             decision_id: str | None
             parent: SpanContext | None
@@ -686,7 +699,7 @@ def order_cancel(fn: F | None = None, /, **field_names: Any) -> Any:
                 "order.cancel", context=set_span_in_context(NonRecordingSpan(parent)) if parent else _EMPTY,
                 event=span_event("ORDER_CANCEL", record))
             state = _CallState(runtime, span, fields, args, kwargs, ref=ref)
-            state.token = otel_context.attach(set_span_in_context(span.api_span))
+            state.token = otel_context.attach(span.context())
             try:
                 runtime.emit(logging.INFO, "ORDER_CANCEL", f"cancelling order {order_id} on {mkt}", dict(fields), span)
             except BaseException:  # (SchemaError in strict mode) leave the caller's context as it was
@@ -795,7 +808,7 @@ def _suppressed(runtime: _runtime.Runtime, reason: Any, market: Any, side: Any, 
                   reason=None if reason is None else safe_value(reason))
     record = dict(fields, decision_id=fields["decision_id"] or f"unmatched:{mkt}")
     span = runtime.tracer.start_span(  # the ledger records ORDER_SUPPRESSED when its span starts
-        "order.suppressed", context=decision.parent_context if decision else _EMPTY,
+        "order.suppressed", context=decision.parent_context if decision is not None else _EMPTY,
         event=span_event("ORDER_SUPPRESSED", record))
     try:
         what = f"{side} {size}@{price}" if side is not None or price is not None else "an order"
@@ -835,18 +848,39 @@ def _field(order: Any, name: str) -> Any:
         return None
 
 
+def _target(order: Any) -> tuple[Any, Any, Any, str | None]:
+    """(side, price, size, client_order_id) of one target order, as storable values."""
+    if type(order) is dict:  # the usual shape: plain dict lookups cannot raise
+        get = order.get
+        return (safe_value(get("side")), safe_value(get("price")), safe_value(get("size")),
+                _coid_text(get("client_order_id")))
+    return (safe_value(_field(order, "side")), safe_value(_field(order, "price")),
+            safe_value(_field(order, "size")), _coid_text(_field(order, "client_order_id")))
+
+
+_YES_SIDES = frozenset({"yes", "buy", "bid"})
+_NO_SIDES = frozenset({"no", "sell", "ask"})
+
+
 def default_spread(result: Any, targets: list[dict[str, Any]]) -> float | None:
     """`spread` from the return value, else from a two-sided quote: Kalshi YES and NO bids on the
     same market cost 1.00 (or 100 cents) together, so spread = 1 - yes - no."""
     value = result.get("spread") if isinstance(result, dict) else getattr(result, "spread", None)
     if value is not None and not isinstance(result, (list, tuple)):
         return float(value)
-    priced = [t for t in targets if t.get("price") is not None]
-    yes = [t["price"] for t in priced if str(t.get("side")).lower() in ("yes", "buy", "bid")]
-    no = [t["price"] for t in priced if str(t.get("side")).lower() in ("no", "sell", "ask")]
+    yes: list[float] = []
+    no: list[float] = []
+    for t in targets:
+        price = t.get("price")
+        if price is not None:
+            side = str(t.get("side")).lower()
+            if side in _YES_SIDES:
+                yes.append(float(price))
+            elif side in _NO_SIDES:
+                no.append(float(price))
     if not yes or not no:
         return None
-    best_yes, best_no = max(map(float, yes)), max(map(float, no))
+    best_yes, best_no = max(yes), max(no)
     whole = 100.0 if max(best_yes, best_no) > 1.0 else 1.0
     return round(whole - best_yes - best_no, 6)
 

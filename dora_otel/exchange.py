@@ -235,7 +235,9 @@ def _read_response(response: Any) -> Outcome:
         # below concludes for it, without its probes (this runs on the trading thread per order).
         order = response.get("order")
         if type(order) is dict:
-            order_id = _order_id(order)
+            order_id = order.get("order_id")  # Kalshi's key, a short ASCII id: taken as it is
+            if type(order_id) is not str or not order_id or len(order_id) > 200 or not order_id.isascii():
+                order_id = _order_id(order)
             if order_id is not None:
                 status = order.get("status")
                 return Outcome(OrderStatus.ACCEPTED, order_id, None if status is None else safe_text(status, 100))

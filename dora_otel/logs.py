@@ -43,7 +43,7 @@ from opentelemetry import trace
 
 from dora_otel import context, identity
 from dora_otel._rotating import RotatingAppender
-from dora_otel.scrub import scrub_record, scrub_text
+from dora_otel.scrub import known_clean, ordinary_key, ordinary_keys, scrub_record, scrub_text, texts_clean
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _PROBE = logging.LogRecord("probe", logging.INFO, "p", 0, "m", None, None)
@@ -55,6 +55,8 @@ _get_current_span = trace.get_current_span
 _PROTECTED = frozenset({"ts", "level", "service", "env", "bot_version", "bot_run_id", "logger", "message"})
 _PLAIN = frozenset({str, bool})
 _OWN_LOGGER = "dora_otel"
+_EVENTS_LOGGER = _OWN_LOGGER  # the logger name of dora's event lines (_runtime.EVENTS_LOGGER)
+_level_name = logging.getLevelName
 # Base fields only dora-otel sets (a bot's colliding key was renamed): not scanned by the scrubber.
 _LINE_TRUSTED = frozenset({"ts", "level", "service", "env", "bot_version", "bot_run_id", "seq",
                            "trace_id", "span_id", "decision_id", "event_type"})
@@ -108,6 +110,12 @@ def add_trace_context(fields: dict[str, Any]) -> None:
         if ctx.is_valid:
             fields["trace_id"] = format(ctx.trace_id, "032x")
             fields["span_id"] = format(ctx.span_id, "016x")
+    add_decision_context(fields)
+
+
+def add_decision_context(fields: dict[str, Any]) -> None:
+    """The current decision's `decision_id` and `market` (unless set): `add_trace_context`'s second
+    half, for a line whose span the caller already knows."""
     decision = context.current_decision.get()
     if decision is not None:
         fields.setdefault("decision_id", decision.decision_id)
@@ -180,14 +188,18 @@ def dumps_line(payload: dict[str, Any]) -> str:
 class JsonFormatter(logging.Formatter):
     """Formats every record as one JSON object: base fields, event fields, trace context.
 
-    Runs on the logging thread; never raises (a line that cannot be built is replaced by a minimal
-    valid line saying so).
+    `encode` is the one line builder: the writer thread calls it straight for dora's own event
+    lines (`_Line`: no LogRecord), `format` for LogRecords. Never raises (a line that cannot be
+    built is replaced by a minimal valid line saying so).
     """
 
     def __init__(self, identity_fields: Mapping[str, str]) -> None:
         super().__init__()
         self._identity = {k: identity_fields[k] for k in ("service", "env", "bot_version", "bot_run_id")}
         self._second_text: tuple[int, str] = (-1, "")
+        # The identity part of every line, encoded once: `"service":...,"bot_run_id":...`.
+        self._identity_json = dumps_line(self._identity)[1:-1]
+        self._level_json: dict[str, str] = {}
 
     def _ts(self, created: float) -> str:
         # strftime once per second; the (second, text) pair is swapped as one tuple (thread-safe).
@@ -204,12 +216,16 @@ class JsonFormatter(logging.Formatter):
         try:
             line = self._build(record)
         except Exception as exc:  # telemetry never breaks logging
-            line = dumps_line({"ts": self._ts(time.time()), "level": "ERROR", **self._identity,
-                               "message": "dora-otel could not format a log record",
-                               "event_type": "ERROR", "error_type": type(exc).__name__,
-                               "error_msg": _safe_str(exc), "seq": identity.next_seq()})
+            line = self.error_line(exc)
         record._dora_line = line  # type: ignore[attr-defined]
         return line
+
+    def error_line(self, exc: Exception) -> str:
+        """The line written instead of one that could not be built."""
+        return dumps_line({"ts": self._ts(time.time()), "level": "ERROR", **self._identity,
+                           "message": "dora-otel could not format a log record",
+                           "event_type": "ERROR", "error_type": type(exc).__name__,
+                           "error_msg": _safe_str(exc), "seq": identity.next_seq()})
 
     def _build(self, record: logging.LogRecord) -> str:
         fields = event_fields(record)
@@ -219,14 +235,77 @@ class JsonFormatter(logging.Formatter):
             message = f"{_safe_str(record.msg)} % {_safe_str(record.args)}"
         if type(message) is not str:
             message = _safe_str(message)
+        return self.encode(record.created, record.levelname, message, record.name, fields)
+
+    def encode(self, created: float, levelname: str, message: str, logger: str, fields: Mapping[str, Any],
+               ids: tuple[int, int] | None = None) -> str:
+        """One JSON line: `ts`, `level`, identity, `message`, `event_type`, `seq`, `logger`, then the
+        event's fields (None left out; a field named like a base field, with another value, written
+        as `field_<name>`), scrubbed (scrub.scrub_record; the base fields are dora's own).
+
+        Hand-assembled for speed (writer thread, every line): the fields go into a dict that starts
+        at `message` and is scrubbed and encoded alone, behind the identity part encoded once at
+        setup — the same bytes as encoding the whole line dict. `ids`: the line's (trace_id,
+        span_id) as ints, written last as hex (`_Line.ids`: formatted here, not on the trading thread)."""
+        if not _PROTECTED.isdisjoint(fields):
+            return self._encode_protected(created, levelname, message, logger, fields, ids)
+        body: dict[str, Any] = {"message": message, "event_type": None, "seq": None, "logger": logger}
+        # Scrubbing rides along: the untrusted strings not known clean are gathered for one joined
+        # test (scrub.texts_clean); anything else (a container, a str under a sensitive name, an
+        # unusual type) sends the body through scrub_record as a whole.
+        known = known_clean
+        new = [text for text in (message, logger) if text not in known]
+        longest = 0
+        plain = True
+        for key, value in fields.items():
+            kind = type(value)
+            if kind is int:
+                if _INT_MIN <= value < _INT_MAX:
+                    body[key] = value
+                    continue
+            elif kind is float:
+                if value - value == 0:  # finite (inf - inf and nan are nan); no math.isfinite call
+                    body[key] = value
+                    continue
+            elif kind is bool or value is None:
+                if value is not None:  # (None: absent, not null: lines stay short and queries simple)
+                    body[key] = value
+                continue
+            if kind is not str:
+                value = _clean(value)
+                kind = type(value)
+            body[key] = value
+            if key in _LINE_TRUSTED:
+                continue
+            if kind is str:
+                if key not in ordinary_keys and not ordinary_key(key):
+                    plain = False
+                if value not in known:
+                    new.append(value)
+                    if len(value) > longest:
+                        longest = len(value)
+            elif kind is not int and kind is not float and kind is not bool:
+                plain = False
+        if not plain or (new and not texts_clean(new, max(longest, len(message)))):
+            scrub_record(body, _LINE_TRUSTED)  # (ts, level and the identity are trusted: never changed)
+        if ids is not None:
+            body["trace_id"], body["span_id"] = f"{ids[0]:032x}", f"{ids[1]:016x}"
+        level = self._level_json.get(levelname)
+        if level is None:
+            level = self._level_json[levelname] = dumps_line({"v": levelname})[5:-1]
+        return f'{{"ts":"{self._ts(created)}","level":{level},{self._identity_json},{dumps_line(body)[1:]}'
+
+    def _encode_protected(self, created: float, levelname: str, message: str, logger: str,
+                          fields: Mapping[str, Any], ids: tuple[int, int] | None = None) -> str:
+        """`encode` for fields that name a base field (rare): compared with the base value, whole line."""
         line: dict[str, Any] = {
-            "ts": self._ts(record.created),
-            "level": record.levelname,
+            "ts": self._ts(created),
+            "level": levelname,
             **self._identity,
             "message": message,
             "event_type": None,
             "seq": None,
-            "logger": record.name,
+            "logger": logger,
         }
         for key, value in fields.items():
             if value is None:  # absent, not null: lines stay short and queries simple
@@ -236,7 +315,17 @@ class JsonFormatter(logging.Formatter):
                     continue
                 key = f"field_{key}"
             line[key] = value if type(value) in _PLAIN else _clean(value)
+        if ids is not None:
+            line["trace_id"], line["span_id"] = f"{ids[0]:032x}", f"{ids[1]:016x}"
         return dumps_line(scrub_record(line, _LINE_TRUSTED))
+
+    def encode_line(self, item: _Line) -> str:
+        """The JSON line of a queued dora event line (writer thread). Never raises."""
+        try:
+            return self.encode(item.created, _level_name(item.level), item.text(), _EVENTS_LOGGER, item.fields,
+                               item.ids)
+        except Exception as exc:
+            return self.error_line(exc)
 
 
 class BatchStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -251,19 +340,25 @@ class BatchStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._buffer.append(self.format(record) + self.terminator)
-            if len(self._buffer) >= 1000:
-                self.flush()
+            self.write_line(self.format(record))
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
 
+    def write_line(self, line: str) -> None:
+        """Buffer one formatted line (writer thread; `_Writer` calls it directly for dora's lines)."""
+        buffer = self._buffer
+        buffer.append(line)
+        if len(buffer) >= 1000:
+            self.flush()
+
     def flush(self) -> None:
         buffer, self._buffer = self._buffer, []
         if buffer:
             try:
-                self.stream.write("".join(buffer))
+                terminator = self.terminator
+                self.stream.write(terminator.join(buffer) + terminator)
             except Exception:
                 pass  # stdout gone: nothing else to tell it to
         super().flush()
@@ -304,9 +399,12 @@ class LogFileHandler(logging.Handler):
         self.report: Any = None
 
     def emit(self, record: logging.LogRecord) -> None:
+        self.write_line(self.format(record))
+
+    def write_line(self, line: str) -> None:
+        """Write one formatted line (writer thread; `_Writer` calls it directly for dora's lines)."""
         try:
-            data = (self.format(record) + "\n").encode("utf-8", "replace")
-            self._file.write(data)
+            self._file.write((line + "\n").encode("utf-8", "replace"))
         except Exception as exc:
             self.lines_dropped += 1
             self._episode_dropped += 1
@@ -451,15 +549,51 @@ _LINE_TEMPLATE = dict(vars(logging.LogRecord(_OWN_LOGGER, logging.INFO, "dora_ot
 _START_TIME = _LINE_TEMPLATE["created"] - _LINE_TEMPLATE["relativeCreated"] / 1000.0
 
 
+class Template:
+    """A line's message, made on the event thread from the line's own fields (`str.format_map`):
+    the trading thread hands over the fields and does not format their numbers itself. A field the
+    template names that the line lacks leaves the template's text as it is."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def render(self, fields: Mapping[str, Any]) -> str:
+        try:
+            return self.text.format_map(fields)
+        except Exception:
+            return self.text
+
+
 class _Line:
-    """One dora event line as the trading thread queues it: level, message, the event's complete
-    fields (ids, decision, bound fields already captured) and its time. The writer makes the
-    LogRecord the handlers take (logs.event_fields finds the fields cached on it)."""
+    """One dora event line as the trading thread queues it: level, message (text or a `Template`),
+    the event's fields (decision, bound fields already captured), its time, and what the event
+    thread completes before writing it: `ids`, the (trace_id, span_id) of the event's span as ints
+    (written as hex), and `check`, the event's key-field check when it was not run on the trading
+    thread (`check(fields)`: logs one ERROR for a malformed event). The fields are shared with the
+    event's span and ledger record: the event thread never changes them."""
 
-    __slots__ = ("created", "fields", "level", "message")
+    __slots__ = ("check", "created", "fields", "ids", "level", "message")
 
-    def __init__(self, level: int, message: str, fields: dict[str, Any], created: float) -> None:
+    def __init__(self, level: int, message: str | Template, fields: dict[str, Any], created: float,
+                 ids: tuple[int, int] | None = None, check: Any = None) -> None:
         self.level, self.message, self.fields, self.created = level, message, fields, created
+        self.ids, self.check = ids, check
+
+    def text(self) -> str:
+        message = self.message
+        return message if type(message) is str else message.render(self.fields)  # type: ignore[union-attr]
+
+    def complete(self) -> None:
+        """Run the deferred key-field check (event thread, once, before the line is written)."""
+        check = self.check
+        if check is not None:
+            self.check = None
+            try:
+                check(self.fields)
+            except Exception:  # a check never stops the writer
+                pass
 
     def record(self) -> logging.LogRecord:
         """The LogRecord for the handlers, from a template (LogRecord.__init__ asks the OS for the
@@ -470,11 +604,14 @@ class _Line:
         created = self.created
         rd["levelno"] = self.level
         rd["levelname"] = logging.getLevelName(self.level)
-        rd["msg"] = self.message
+        rd["msg"] = self.text()
         rd["created"] = created
         rd["msecs"] = (created - int(created)) * 1000.0
         rd["relativeCreated"] = (created - _START_TIME) * 1000.0
-        rd["_dora_fields"] = self.fields
+        fields = self.fields
+        if self.ids is not None:  # (a copy: the event's own dict is shared, never changed here)
+            fields = dict(fields, trace_id=f"{self.ids[0]:032x}", span_id=f"{self.ids[1]:016x}")
+        rd["_dora_fields"] = fields
         return record
 
 
@@ -485,6 +622,16 @@ class _EnqueueHandler(logging.handlers.QueueHandler):
         super().__init__(pipeline.queue)
         self._pipeline = pipeline
         self.set_name("dora-otel-enqueue")
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        """`Handler.handle` without the handler lock: emitting is one `SimpleQueue.put`, which is
+        thread-safe (and safe in a signal handler) on its own; the lock only cost the bot's thread."""
+        rv = self.filter(record)
+        if isinstance(rv, logging.LogRecord):  # (Python 3.12+: a filter may return a replacement)
+            record = rv
+        if rv:
+            self.emit(record)
+        return rv
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         event_fields(record)  # trace context, decision, bound fields, seq, stack: this thread's view
@@ -511,20 +658,31 @@ class _EnqueueHandler(logging.handlers.QueueHandler):
 
 class _Writer:
     """The writer thread: every `interval_s` (or at once when a flush asks) it drains the queue,
-    formats each record and hands it to the output handlers.
+    formats each line and hands it to the output handlers, and builds and hands on each span.
 
     Why not logging.handlers.QueueListener: its thread blocks on the queue and wakes for every
     single record; that wake-up, and the GIL hand-over it forces, cost the trading thread more
     than formatting the line itself did (measured: ~90 us per line vs ~10 us with batching).
     Logs may lag by up to `interval_s`; they are best effort by design.
+
+    dora's own outputs (stdout, the log file: `write_line`) take the JSON text straight from the
+    formatter, encoded once per line for all of them: no LogRecord for a `_Line` and no
+    `Handler.handle` (filter, lock) per line. Other handlers (OTLP logs), and any handler a filter
+    was added to, get a LogRecord through `handle` as before. Spans bound for the spans file are
+    encoded by their tracer and written once per batch (`LiteTracer.export_later` /
+    `flush_export`), at the end of the batch and at every flush marker.
     """
 
     def __init__(self, queue_: queue.SimpleQueue[Any], handlers: list[logging.Handler], interval_s: float) -> None:
         self._queue = queue_
         self._handlers = handlers
+        # (handler, its JsonFormatter when the handler takes formatted lines directly, else None)
+        self._outputs = [(h, h.formatter if isinstance(h, (BatchStreamHandler, LogFileHandler))
+                          and isinstance(h.formatter, JsonFormatter) else None) for h in handlers]
         self._interval_s = interval_s
         self._kick = threading.Event()
         self._stopping = False
+        self._span_batches: list[Any] = []  # tracers holding encoded spans until the batch ends
         self.thread = threading.Thread(target=self._run, name="dora-otel-log-writer", daemon=True)
 
     def kick(self) -> None:
@@ -548,6 +706,7 @@ class _Writer:
         try:
             written = self._drain_batch()
         finally:
+            self._flush_spans()
             if written:
                 self._flush_handlers()
 
@@ -558,33 +717,72 @@ class _Writer:
             except Exception:  # a broken handler must not stop the writer
                 pass
 
+    def _flush_spans(self) -> None:
+        batches, self._span_batches = self._span_batches, []
+        for tracer in batches:
+            try:
+                tracer.flush_export()
+            except Exception:  # (flush_export never raises; a broken tracer must not stop the writer)
+                pass
+
     def _drain_batch(self) -> bool:
         get = self._queue.get_nowait
         written = False
         while True:
             try:
-                record = get()
+                item = get()
             except queue.Empty:
                 return written
-            kind = type(record)
+            kind = type(item)
             if kind is _Line:
-                record = record.record()
-            elif kind is not logging.LogRecord:
-                if kind is _Flush:
-                    if written:  # everything before the marker is out of the buffers too
-                        self._flush_handlers()
-                        written = False
-                    record.done.set()
-                else:  # a dora span (spans.LiteSpan): build it, hand it to the span processors
-                    record.tracer.export(record)
+                self._write_line(item)
+            elif kind is logging.LogRecord:
+                self._write_record(item)
+            elif kind is _Flush:
+                self._flush_spans()
+                if written:  # everything before the marker is out of the buffers too
+                    self._flush_handlers()
+                    written = False
+                item.done.set()
+                continue
+            else:  # a dora span (spans.LiteSpan): build it, hand it on
+                tracer = item.tracer
+                if tracer.export_later(item) and tracer not in self._span_batches:
+                    self._span_batches.append(tracer)
                 continue
             written = True
-            for handler in self._handlers:
-                if record.levelno >= handler.level:
-                    try:
-                        handler.handle(record)
-                    except Exception:  # a broken handler must not stop the writer
-                        pass
+
+    def _write_line(self, item: _Line) -> None:
+        item.complete()
+        level = item.level
+        text, encoded_by, record = "", None, None
+        for handler, formatter in self._outputs:
+            if level < handler.level:
+                continue
+            try:
+                if formatter is not None and not handler.filters:
+                    if formatter is not encoded_by:
+                        text, encoded_by = formatter.encode_line(item), formatter
+                    handler.write_line(text)  # type: ignore[attr-defined]
+                else:
+                    if record is None:
+                        record = item.record()
+                    handler.handle(record)
+            except Exception:  # a broken handler must not stop the writer
+                pass
+
+    def _write_record(self, record: logging.LogRecord) -> None:
+        level = record.levelno
+        for handler, formatter in self._outputs:
+            if level < handler.level:
+                continue
+            try:
+                if formatter is not None and not handler.filters:
+                    handler.write_line(formatter.format(record))  # type: ignore[attr-defined]
+                else:
+                    handler.handle(record)
+            except Exception:  # a broken handler must not stop the writer
+                pass
 
 
 class LogPipeline:
@@ -618,14 +816,16 @@ class LogPipeline:
         the full event queue). Any thread."""
         return {"logs_dropped": self.dropped, "spans_dropped": self.spans_dropped}
 
-    def put_line(self, level: int, message: str, fields: dict[str, Any], created: float) -> None:
-        """Queue one dora event line (trading thread; O(1); a full queue drops and counts it)."""
+    def put_line(self, level: int, message: str | Template, fields: dict[str, Any], created: float,
+                 ids: tuple[int, int] | None = None, check: Any = None) -> None:
+        """Queue one dora event line (trading thread; O(1); a full queue drops and counts it).
+        `ids` and `check`: see `_Line`."""
         if self.closed:
             return
         if self.queue.qsize() >= self.max_pending:
             self.queue_dropped += 1
             return
-        self.queue.put_nowait(_Line(level, message, fields, created))
+        self.queue.put_nowait(_Line(level, message, fields, created, ids, check))
 
     def enqueue_span(self, span: Any) -> None:
         """Queue one ended dora span for export (trading thread; O(1); a full queue drops and counts it)."""

@@ -291,13 +291,8 @@ def scrub_record(record: dict[str, Any], trusted: frozenset[str] = TRUSTED_FIELD
     """
     texts: list[str] = []
     longest = _collect(record, texts, 0, trusted)
-    if longest >= 0:
-        joined = "\x00".join(texts)
-        if not _has_trigger(joined) and (longest < _BLOB_MIN or not _has_blob(joined)):
-            if len(_seen_clean) > 4096:
-                _seen_clean.clear()
-            _seen_clean.update(dict.fromkeys(texts))
-            return record
+    if longest >= 0 and texts_clean(texts, longest):
+        return record
     for key, value in list(record.items()):
         if key not in trusted:
             record[key] = scrub_field(key, value)
@@ -344,6 +339,44 @@ def _collect(obj: Any, texts: list[str], depth: int, trusted: frozenset[str]) ->
 _seen_clean: dict[str, None] = {}
 
 
+def texts_clean(texts: list[str], longest: int) -> bool:
+    """The test `scrub_record` makes on a record's untrusted strings: True when none of `texts`
+    can hold anything the rules mask (one joined test; `longest` bounds the length of a mixed-case
+    text, 0 when none can hold a base64 run). Clean texts are remembered in `known_clean`.
+
+    For callers that gather a flat record's strings while they encode it (the log writer): a
+    record whose untrusted values are str / int / float / bool / None, whose str values pass this
+    test (or are in `known_clean`) and none of which sits under a sensitive key is one that
+    `scrub_record` returns unchanged."""
+    joined = "\x00".join(texts)
+    if _has_trigger(joined) or (longest >= _BLOB_MIN and _has_blob(joined)):
+        return False
+    if len(_seen_clean) > 4096:
+        _seen_clean.clear()
+    _seen_clean.update(dict.fromkeys(texts))
+    return True
+
+
+#: Strings a clean record held (read-only for callers; see `texts_clean`).
+known_clean = _seen_clean
+
+
+#: Field names known not to be sensitive (`ordinary_key`), for the encoders of the log writer
+#: thread: one set lookup per field. Read-only for callers.
+ordinary_keys: set[str] = set()
+
+
+def ordinary_key(key: Any) -> bool:
+    """True (and remembered in `ordinary_keys`) when `key` is a str and not a sensitive name
+    (`is_sensitive_key`, whose answer for a name never changes)."""
+    if type(key) is not str or is_sensitive_key(key):
+        return False
+    if len(ordinary_keys) > 10_000:  # bounded, like the name cache
+        ordinary_keys.clear()
+    ordinary_keys.add(key)
+    return True
+
+
 _SCALARS = frozenset({int, float, bool, type(None)})
 
 
@@ -356,18 +389,12 @@ def fields_clean(fields: Mapping[str, Any]) -> bool:
 
     For the thread that journals a ledger event straight from the decorator's fields (~0.5 us for
     an order's): keys and strings seen clean before (`_seen_clean`, shared with scrub_record) are
-    not tested again; the rest are tested as one joined string, as scrub_record does."""
+    not tested again; the rest are tested as one joined string (`texts_clean`, as scrub_record).
+    A sensitive name is never remembered clean, so a key found in the cache is not one."""
     texts: list[str] = []
     if not _gather(fields, texts, 0):
         return False
-    if texts:
-        joined = "\x00".join(texts)
-        if _has_trigger(joined) or (max(map(len, texts)) >= _BLOB_MIN and _has_blob(joined)):
-            return False
-        if len(_seen_clean) > 4096:
-            _seen_clean.clear()
-        _seen_clean.update(dict.fromkeys(texts))
-    return True
+    return not texts or texts_clean(texts, max(map(len, texts)))
 
 
 def _gather(obj: Mapping[Any, Any], texts: list[str], depth: int) -> bool:

@@ -8,7 +8,8 @@ cycle's own log lines. This encoder builds the same OTLP JSON shape with orjson 
 The file rotates (`spans.jsonl` -> `spans.jsonl.1` … `.N`, size and count from
 DORA_SPANS_MAX_BYTES / DORA_SPANS_BACKUPS), so the spans directory stays within
 (backups + 1) x max_bytes plus one batch; `read_spans` reads the rotated files too, oldest first.
-Spans arrive here already scrubbed (tracing.ScrubbingSpanExporter wraps this exporter).
+Spans arrive here already scrubbed: through the SDK (tracing.ScrubbingSpanExporter wraps this
+exporter), or dora's own, encoded on the event thread (`export_encoded`, see spans.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ _log = logging.getLogger("dora_otel.spanfile")
 _STATUS = {StatusCode.UNSET: 0, StatusCode.OK: 1, StatusCode.ERROR: 2}
 
 
-def _value(value: Any) -> dict[str, Any]:
+def attribute_value(value: Any) -> dict[str, Any]:
+    """One attribute value in OTLP JSON form ({"stringValue": ...}, {"intValue": "..."}, ...)."""
     kind = type(value)
     if kind is str:
         return {"stringValue": value}
@@ -42,34 +44,44 @@ def _value(value: Any) -> dict[str, Any]:
     if kind is float:
         return {"doubleValue": value if math.isfinite(value) else str(value)}
     if isinstance(value, (tuple, list)):
-        return {"arrayValue": {"values": [_value(v) for v in value]}}
+        return {"arrayValue": {"values": [attribute_value(v) for v in value]}}
     return {"stringValue": str(value)}
 
 
-def _attributes(attrs: Any) -> list[dict[str, Any]]:
-    return [{"key": k, "value": _value(v)} for k, v in attrs.items()] if attrs else []
+def attribute_list(attrs: Any) -> list[dict[str, Any]]:
+    """Attributes in OTLP JSON form: [{"key": ..., "value": {"stringValue": ...}}, ...]."""
+    return [{"key": k, "value": attribute_value(v)} for k, v in attrs.items()] if attrs else []
 
 
 def encode_span(span: ReadableSpan) -> dict[str, Any]:
     ctx = span.context
-    out: dict[str, Any] = {
-        "traceId": format(ctx.trace_id, "032x"),
-        "spanId": format(ctx.span_id, "016x"),
-        "name": span.name,
-        "kind": span.kind.value + 1,  # SDK SpanKind.INTERNAL is 0; OTLP's SPAN_KIND_INTERNAL is 1
-        "startTimeUnixNano": str(span.start_time),
-        "endTimeUnixNano": str(span.end_time),
-        "attributes": _attributes(span.attributes),
-    }
-    if span.parent is not None:
-        out["parentSpanId"] = format(span.parent.span_id, "016x")
     status = span.status
-    if status.status_code is not StatusCode.UNSET:
-        out["status"] = {"code": _STATUS[status.status_code],
-                         **({"message": status.description} if status.description else {})}
-    if span.events:
-        out["events"] = [{"timeUnixNano": str(e.timestamp), "name": e.name, "attributes": _attributes(e.attributes)}
-                         for e in span.events]
+    return span_json(ctx.trace_id, ctx.span_id, span.parent.span_id if span.parent is not None else None,
+                     span.name, span.kind.value + 1,  # SDK SpanKind.INTERNAL is 0; OTLP's SPAN_KIND_INTERNAL is 1
+                     span.start_time, span.end_time, attribute_list(span.attributes), status.status_code,
+                     status.description, [(e.name, e.attributes, e.timestamp) for e in span.events])
+
+
+def span_json(trace_id: int, span_id: int, parent_id: int | None, name: str, kind: int, start_ns: Any,
+              end_ns: Any, attributes: list[dict[str, Any]], status_code: StatusCode, description: str | None,
+              events: Sequence[tuple[str, Any, int]]) -> dict[str, Any]:
+    """One span in OTLP JSON form, from its parts (`encode_span` for an SDK span; spans.LiteTracer
+    encodes dora's own spans with it on the event thread). `attributes`: from `attribute_list`."""
+    out: dict[str, Any] = {
+        "traceId": format(trace_id, "032x"),
+        "spanId": format(span_id, "016x"),
+        "name": name,
+        "kind": kind,
+        "startTimeUnixNano": str(start_ns),
+        "endTimeUnixNano": str(end_ns),
+        "attributes": attributes,
+    }
+    if parent_id is not None:
+        out["parentSpanId"] = format(parent_id, "016x")
+    if status_code is not StatusCode.UNSET:
+        out["status"] = {"code": _STATUS[status_code], **({"message": description} if description else {})}
+    if events:
+        out["events"] = [{"timeUnixNano": str(ts), "name": n, "attributes": attribute_list(a)} for n, a, ts in events]
     return out
 
 
@@ -77,12 +89,22 @@ def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
     """One ExportTraceServiceRequest for spans sharing one resource and scope (ours always do)."""
     first = spans[0]
     scope = first.instrumentation_scope
+    return request_line(first.resource.attributes, scope.name if scope else "dora_otel",
+                        [orjson.dumps(encode_span(s)) for s in spans])
+
+
+def request_line(resource_attributes: Any, scope_name: str, spans: list[bytes]) -> bytes:
+    """One ExportTraceServiceRequest line for spans already encoded (orjson bytes of `span_json`):
+    the same bytes as encoding the whole request at once (compact JSON), spliced."""
     request = {"resourceSpans": [{
-        "resource": {"attributes": _attributes(first.resource.attributes)},
-        "scopeSpans": [{"scope": {"name": scope.name if scope else "dora_otel"},
-                        "spans": [encode_span(s) for s in spans]}],
+        "resource": {"attributes": attribute_list(resource_attributes)},
+        "scopeSpans": [{"scope": {"name": scope_name}, "spans": []}],
     }]}
-    return orjson.dumps(request) + b"\n"
+    empty = orjson.dumps(request)  # ... "spans":[]}]}]}
+    return empty[:-len(_CLOSE)] + b",".join(spans) + _CLOSE + b"\n"
+
+
+_CLOSE = b"]}]}]}"
 
 
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
@@ -108,18 +130,30 @@ class SpanFileExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if not spans:
             return SpanExportResult.SUCCESS
+        return self._write(lambda: encode_request(spans), len(spans))
+
+    def export_encoded(self, resource_attributes: Any, scope_name: str, spans: list[bytes]) -> bool:
+        """Write spans already in OTLP JSON form (`span_json` as bytes: dora's own, encoded and scrubbed on the
+        event thread) as one request line, counting and reporting a failure like `export`. Any
+        thread; never raises. True when written."""
+        if not spans:
+            return True
+        result = self._write(lambda: request_line(resource_attributes, scope_name, spans), len(spans))
+        return result is SpanExportResult.SUCCESS
+
+    def _write(self, encode: Callable[[], bytes], count: int) -> SpanExportResult:
         try:
-            line = encode_request(spans)
+            line = encode()
             with self._lock:
                 if self._closed:
                     return SpanExportResult.FAILURE
                 self._file.write(line)
         except Exception as exc:  # noqa: BLE001 - a span export never raises
-            self.spans_dropped += len(spans)
+            self.spans_dropped += count
             if not self._failing:
                 self._failing = True
                 _log.error("could not write %d spans to %s (%s: %s); spans are dropped until it works again",
-                           len(spans), self._path, type(exc).__name__, exc,
+                           count, self._path, type(exc).__name__, exc,
                            extra={"_dora": {"event_type": "ERROR", "target": "spans_file"}})
             return SpanExportResult.FAILURE
         if self._failing:

@@ -10,17 +10,25 @@ trace and `trace.get_current_span()` gives the right ids.
 
 Execution events reach the ledger synchronously, from the event itself (never from a span):
 `ExecutionLedgerProcessor.on_event` journals ORDER_PLACE / ORDER_CANCEL (request) / FILL /
-ORDER_SUPPRESSED when their span starts (before the exchange call), ORDER_RESULT and a cancel's
-outcome when their span ends, and the decision record when the decision span ends. Sampling never
-affects this.
+ORDER_SUPPRESSED when their span starts (before the exchange call), ORDER_RESULT when its span
+starts (the moment the answer arrived, before its line is queued), a cancel's outcome when its span
+ends, and the decision record when the decision span ends. Sampling never affects this.
+
+One dict per event: the decorator builds an event's fields once and hands the same dict to its
+span (here), its ledger record (built from it on this thread) and its line (`Runtime.emit`), and
+never changes it once the line or the span is queued; the event thread only reads it.
 
 When a span ends it is queued (bounded; a full queue drops it and counts `spans_dropped`) to the
 event thread, which builds its `ReadableSpan` with flat attributes (`dora.market`, `dora.side`,
 `dora.price`, ..., lists as JSON text), scrubs it (tracing.scrub_span) and hands it to the tracer
 provider's span processors' `on_end` (whichever SDK TracerProvider that is: ours or the bot's), so
 OTLP, the spans file, Jaeger and X-Ray see the same traces. Processors' `on_start` is not called
-(they would get a finished span). Sampling: a root span (a decision, an unmatched fill) asks the
-provider's sampler once on the trading thread; its children carry the root's sampled flag; spans
+(they would get a finished span). When dora's spans file is the provider's only span output (the
+embedded default), the event thread skips the SDK objects: it encodes the span straight to the
+file's OTLP JSON, the same content, and writes each drained batch as one line (`export_later`).
+
+Sampling: a root span (a decision, an unmatched fill) asks the provider's sampler once on the
+trading thread; its children carry the root's sampled flag; spans
 of an unsampled trace are not exported (the ledger still records their events). Span limits of the
 provider are not applied (dora's spans have a fixed, small set of attributes).
 """
@@ -28,13 +36,19 @@ provider are not applied (dora's spans have a fixed, small set of attributes).
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from opentelemetry import trace as trace_api
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     NonRecordingSpan,
@@ -43,24 +57,42 @@ from opentelemetry.trace import (
     Status,
     StatusCode,
     TraceFlags,
+    set_span_in_context,
 )
 
 from dora_otel import logs as _logs
 from dora_otel._version import __version__
 from dora_otel.exchange import safe_text
-from dora_otel.scrub import TRUSTED_FIELDS, needs_scrub, scrub_record, scrub_text
+from dora_otel.scrub import (
+    TRUSTED_FIELDS,
+    known_clean,
+    needs_scrub,
+    ordinary_key,
+    ordinary_keys,
+    scrub_record,
+    scrub_text,
+    texts_clean,
+)
+from dora_otel.spanfile import attribute_list, attribute_value, span_json
 
 _log = logging.getLogger("dora_otel.internal")
 _time_ns = time.time_ns
 _get_current_span = trace_api.get_current_span
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
-_LEDGER_START = frozenset({"ORDER_PLACE", "ORDER_CANCEL", "FILL", "ORDER_SUPPRESSED"})
-_LEDGER_END = frozenset({"ORDER_RESULT", "ORDER_CANCEL"})
+# Journaled when their span starts (ORDER_RESULT's span starts the moment the answer is known) ...
+_LEDGER_START = frozenset({"ORDER_PLACE", "ORDER_CANCEL", "FILL", "ORDER_SUPPRESSED", "ORDER_RESULT"})
+# ... and when it ends: a cancel's outcome, a decision.
+_LEDGER_END = frozenset({"ORDER_CANCEL", "DECISION_MADE"})
 # Fields that are the span's own ids / type (already the span's context and name) or too big.
 _SPAN_SKIP = frozenset({"stack", "event_type", "trace_id", "span_id"})
 _TRUSTED = TRUSTED_FIELDS - {"decision_id"}  # a span's decision_id may be "unmatched:<market>"
 _UNSET = Status(StatusCode.UNSET)
+_NO_PARENT = Context()
+_NOTHING: dict[str, Any] = {}  # shared, never written: a LiteSpan's fields / extra until it has its own
+_NO_EVENTS: list[tuple[str, dict[str, Any], int]] = []  # shared, never written
+_INTERNAL = SpanKind.INTERNAL.value + 1  # OTLP's SPAN_KIND_INTERNAL
+_I64_MIN, _I64_MAX = -(2**63), 2**63  # the int range of an OTel attribute (flat_value)
 #: The instrumentation scope of every dora span. A span with exactly this object as its scope was
 #: built (and scrubbed) by `LiteTracer.readable`; `tracing.ScrubbingSpanExporter` skips it.
 DORA_SCOPE = InstrumentationScope("dora_otel", __version__)
@@ -99,10 +131,12 @@ class LiteSpan:
         self.start_ns = _time_ns()
         self.end_ns = 0
         self.event_type: str | None = None
-        self.fields: dict[str, Any] = {}
-        self.extra: dict[str, Any] = {}  # attributes set by name ("dora.status"): they win
+        self.fields: dict[str, Any] = _NOTHING
+        # Attributes set by name ("dora.status": they win) and span events; most spans have none, so
+        # they start as shared empty containers and get their own on first use.
+        self.extra: dict[str, Any] = _NOTHING
         self.status: Status | None = None
-        self.events: list[tuple[str, dict[str, Any], int]] = []
+        self.events: list[tuple[str, dict[str, Any], int]] = _NO_EVENTS
         self.ended = False
         self._ctx: SpanContext | None = None
 
@@ -123,13 +157,22 @@ class LiteSpan:
         """The lightweight OTel API span to make current while the bot's code runs."""
         return NonRecordingSpan(self.get_span_context())
 
+    def context(self) -> Context:
+        """The current Context with this span's `api_span` as its span: what a decorator attaches
+        while the bot's code runs."""
+        return set_span_in_context(NonRecordingSpan(self.get_span_context()))
+
     def is_recording(self) -> bool:
         return not self.ended
 
     def set_attribute(self, key: str, value: Any) -> None:
+        if self.extra is _NOTHING:
+            self.extra = {}
         self.extra[key] = value
 
     def set_attributes(self, attributes: dict[str, Any]) -> None:
+        if self.extra is _NOTHING:
+            self.extra = {}
         self.extra.update(attributes)
 
     def set_event(self, event_type: str, fields: dict[str, Any]) -> None:
@@ -141,11 +184,15 @@ class LiteSpan:
         self.status = status
 
     def add_event(self, name: str, attributes: dict[str, Any] | None = None) -> None:
+        if self.events is _NO_EVENTS:
+            self.events = []
         self.events.append((name, dict(attributes or {}), _time_ns()))
 
     def record_exception(self, exc: BaseException, attributes: dict[str, Any] | None = None) -> None:
         attrs = {"exception.type": safe_text(type(exc).__name__, 200)}
         attrs.update(attributes or {})
+        if self.events is _NO_EVENTS:
+            self.events = []
         self.events.append(("exception", attrs, _time_ns()))
 
     def end(self) -> None:
@@ -153,7 +200,8 @@ class LiteSpan:
             return
         self.ended = True
         self.end_ns = _time_ns()
-        self.fields = dict(self.fields)  # the decorator may keep using its dict: export a snapshot
+        # No snapshot of `fields`: the decorators never change an event's dict once its line or
+        # span is handed over (see Runtime.emit), so the event thread can read it as it is.
         self.tracer.ended(self)
 
 
@@ -166,13 +214,24 @@ class LiteTracer:
         self.sdk = tracer
         self.processor = getattr(tracer, "span_processor", None)  # the provider's active processor
         self.sampler = getattr(tracer, "sampler", None)
+        # A new trace is always sampled under the SDK's default sampler (parent-based, always-on
+        # root; wrapped in ExecutionAwareSampler): then the sampler is not asked per decision.
+        self._roots_sampled = _always_samples_roots(self.sampler)
         ids = getattr(tracer, "id_generator", None)
-        self._trace_id = ids.generate_trace_id if ids is not None else (lambda: random.getrandbits(128) or 1)
-        self._span_id = ids.generate_span_id if ids is not None else (lambda: random.getrandbits(64) or 1)
+        if ids is None or type(ids) is RandomIdGenerator:  # the SDK's own, without its call layers
+            self._trace_id: Callable[[], int] = _random_trace_id
+            self._span_id: Callable[[], int] = _random_span_id
+        else:  # the bot's (X-Ray ids, ...)
+            self._trace_id, self._span_id = ids.generate_trace_id, ids.generate_span_id
         self.resource = getattr(tracer, "resource", None)
         self.scope = DORA_SCOPE
         self._ledger_seen: Any = None
         self._ledger: Any = None
+        self._file_seen: Any = None
+        self._file: Any = None
+        self._batch_max = 512
+        self._pending: list[bytes] = []  # spans encoded for the spans file (export_later)
+        _tracers.add(self)
 
     def start_span(self, name: str, context: Any = None, event: tuple[str, dict[str, Any]] | None = None) -> LiteSpan:
         """A span that starts now: a child of the span current in `context` (None: the current
@@ -180,11 +239,23 @@ class LiteTracer:
         is journaled here when the ledger records it at start (before the exchange call)."""
         parent = _get_current_span(context).get_span_context()
         if parent.is_valid:
-            span = LiteSpan(self, name, parent.trace_id, self._span_id(), parent.span_id,
-                            bool(parent.trace_flags & TraceFlags.SAMPLED))
-        else:
-            trace_id = self._trace_id()
-            span = LiteSpan(self, name, trace_id, self._span_id(), None, self._sample(trace_id, name, event))
+            return self.start_child(name, parent.trace_id, parent.span_id,
+                                    bool(parent.trace_flags & TraceFlags.SAMPLED), event)
+        return self.start_root(name, event)
+
+    def start_root(self, name: str, event: tuple[str, dict[str, Any]] | None = None) -> LiteSpan:
+        """A span that starts a new trace (a decision), whatever span is current."""
+        trace_id = self._trace_id()
+        return self._begin(LiteSpan(self, name, trace_id, self._span_id(), None,
+                                    self._sample(trace_id, name, event)), event)
+
+    def start_child(self, name: str, trace_id: int, parent_id: int, sampled: bool,
+                    event: tuple[str, dict[str, Any]] | None = None) -> LiteSpan:
+        """`start_span` for a parent the caller already holds as ids (a decision's order spans):
+        the same span, without looking the parent up in a Context."""
+        return self._begin(LiteSpan(self, name, trace_id, self._span_id(), parent_id, sampled), event)
+
+    def _begin(self, span: LiteSpan, event: tuple[str, dict[str, Any]] | None) -> LiteSpan:
         if event is not None:
             span.event_type, span.fields = event
             if event[0] in _LEDGER_START:
@@ -197,9 +268,14 @@ class LiteTracer:
         sampler = self.sampler
         if sampler is None or self.processor is None:
             return False
+        if self._roots_sampled:
+            return True
         try:
             attrs = {"dora.event_type": event[0]} if event is not None else None
-            return bool(sampler.should_sample(None, trace_id, name, SpanKind.INTERNAL, attrs).decision.is_sampled())
+            # A dora root has no parent, whatever span the bot's context holds: ask with an empty one
+            # (None would make a ParentBased sampler follow the bot's current span).
+            return bool(sampler.should_sample(_NO_PARENT, trace_id, name, SpanKind.INTERNAL,
+                                              attrs).decision.is_sampled())
         except Exception:
             return True
 
@@ -220,13 +296,11 @@ class LiteTracer:
     def ended(self, span: LiteSpan) -> None:
         """A span ended (trading thread): journal its end record, queue it for export."""
         event_type = span.event_type
-        if event_type is not None and (event_type in _LEDGER_END or event_type == "DECISION_MADE"):
+        if event_type in _LEDGER_END:
             ledger = self.ledger()
             if ledger is not None:
                 if event_type == "DECISION_MADE":
                     ledger.on_decision(span.fields, span.trace_id, span.span_id, span.start_ns, span.end_ns)
-                elif event_type == "ORDER_RESULT":
-                    ledger.on_event(event_type, span.fields, span.trace_id, span.span_id, span.start_ns)
                 elif "dora.status" in span.extra:  # a cancel's outcome
                     ledger.on_event(event_type, _merged(span), span.trace_id, span.span_id, span.end_ns)
         if not span.sampled or self.processor is None:
@@ -238,42 +312,205 @@ class LiteTracer:
             self.export(span)
 
     def export(self, span: LiteSpan) -> None:
-        """Build the span (scrubbed) and hand it to the provider's processors. Event thread."""
+        """Build the span (scrubbed) and hand it to the provider's processors now. Any thread."""
         try:
             processor = self.processor
             if processor is not None:
                 processor.on_end(self.readable(span))
         except Exception:
-            try:
-                _log.error("dora-otel could not export a span", exc_info=True)
-            except Exception:
-                pass
+            self._export_failed()
+
+    def export_later(self, span: LiteSpan) -> bool:
+        """Event thread: like `export`, except when dora's spans file is the only output that takes
+        spans (`_spans_file`): then the span is encoded straight to its OTLP JSON form (no
+        `ReadableSpan`, no BatchSpanProcessor queue and thread) and kept until `flush_export`,
+        which the writer calls at the end of its batch. True when spans wait for it."""
+        try:
+            file = self._spans_file()
+            if file is None:
+                self.export(span)
+                return False
+            pending = self._pending
+            pending.append(orjson.dumps(self._encoded(span)))  # bytes: no containers for the GC to scan
+            if len(pending) >= self._batch_max:
+                self.flush_export()
+                return False
+            return True
+        except Exception:
+            self._export_failed()
+            return False
+
+    def flush_export(self) -> None:
+        """Write the spans `export_later` encoded, one request line per batch. Never raises."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        try:
+            file = self._spans_file()
+            if file is not None:
+                file.export_encoded(self.resource.attributes if self.resource is not None else {},
+                                    self.scope.name, pending)
+        except Exception:
+            self._export_failed()
+
+    def _export_failed(self) -> None:
+        try:
+            _log.error("dora-otel could not export a span", exc_info=True)
+        except Exception:
+            pass
+
+    def _spans_file(self) -> Any:
+        """The `spanfile.SpanFileExporter` when it is the one output of the provider's span
+        processors (a BatchSpanProcessor exporting to it through tracing.ScrubbingSpanExporter; the
+        ledger's processor reads no spans), else None: OTLP, the bot's provider, or any processor
+        added later get `ReadableSpan`s through `on_end`. Looked up again when the list changes."""
+        processor = self.processor
+        current = getattr(processor, "_span_processors", None)
+        if current is not self._file_seen:
+            self._file, self._batch_max = _only_spans_file(current or ())
+            self._file_seen = current
+        return self._file
 
     def readable(self, span: LiteSpan) -> Any:
         """The span as the SDK's `ReadableSpan`, scrubbed once here with the policy every output
         uses (scrub.scrub_record over its fields, scrub_text over its name, status and events). Its
         scope is `DORA_SCOPE`, which tells `tracing.ScrubbingSpanExporter` it is scrubbed already."""
+        name, attributes, status, events = _scrubbed(span)
         flags = _SAMPLED if span.sampled else _UNSAMPLED
-        raw = {k: v for k, v in span.fields.items() if v is not None and k not in _SPAN_SKIP}
-        for key, value in span.extra.items():
-            if value is not None:
-                raw[key[5:] if key.startswith("dora.") else key] = value
-        raw = scrub_record(raw, _TRUSTED)
-        attributes: dict[str, Any] = {"dora.event_type": span.event_type} if span.event_type else {}
-        for key, value in raw.items():
-            attributes["dora." + key] = flat_value(value)
         parent = (SpanContext(span.trace_id, span.parent_id, is_remote=False, trace_flags=flags)
                   if span.parent_id is not None else None)
-        status = span.status
-        if status is not None and status.description and needs_scrub(status.description):
-            status = Status(status.status_code, scrub_text(status.description))
-        name = span.name if not needs_scrub(span.name) else scrub_text(span.name)
-        events = [Event(n, {k: flat_value(v) for k, v in scrub_record(dict(a), _TRUSTED).items()}, ts)
-                  for n, a, ts in span.events]
         return ReadableSpan(
             name=name, context=span.get_span_context(), parent=parent, resource=self.resource,
-            attributes=attributes, events=events, kind=SpanKind.INTERNAL, status=status or _UNSET,
-            start_time=span.start_ns, end_time=span.end_ns, instrumentation_scope=self.scope)
+            attributes=attributes, events=[Event(n, a, ts) for n, a, ts in events], kind=SpanKind.INTERNAL,
+            status=status or _UNSET, start_time=span.start_ns, end_time=span.end_ns,
+            instrumentation_scope=self.scope)
+
+    def _encoded(self, span: LiteSpan) -> dict[str, Any]:
+        """The span in the spans file's OTLP JSON form, scrubbed: what `readable` followed by
+        spanfile.encode_span gives, without building the SDK objects."""
+        attributes = _plain_attributes(span)
+        status = span.status or _UNSET
+        if attributes is None:  # something to scrub, or events: the general way
+            name, flat, scrubbed_status, events = _scrubbed(span)
+            status = scrubbed_status or _UNSET
+            return span_json(span.trace_id, span.span_id, span.parent_id, name, _INTERNAL, span.start_ns,
+                             span.end_ns, attribute_list(flat), status.status_code, status.description, events)
+        return span_json(span.trace_id, span.span_id, span.parent_id, span.name, _INTERNAL, span.start_ns,
+                         span.end_ns, attributes, status.status_code, status.description, ())
+
+
+def _plain_attributes(span: LiteSpan) -> list[dict[str, Any]] | None:
+    """The OTLP attribute list of a span with nothing to scrub, built in one pass over its fields
+    (the scrub test rides along, as in logs.JsonFormatter.encode: the untrusted strings not known
+    clean get one joined scrub.texts_clean; a container goes through scrub_record on its own);
+    None when its name, status or a string needs scrubbing, a string sits under a sensitive name,
+    or it has events: then `_scrubbed` does it the general way."""
+    if span.events:
+        return None
+    raw = {k: v for k, v in span.fields.items() if v is not None and k not in _SPAN_SKIP}
+    for key, value in span.extra.items():
+        if value is not None:
+            raw[key[5:] if key.startswith("dora.") else key] = value
+    known = known_clean
+    new = [] if span.name in known else [span.name]
+    status = span.status
+    if status is not None and status.description and status.description not in known:
+        new.append(status.description)
+    event_type = span.event_type
+    attributes: dict[str, Any] = {"dora.event_type": attribute_value(event_type)} if event_type else {}
+    for key, value in raw.items():
+        kind = type(value)
+        if kind is str:
+            if key not in _TRUSTED:
+                if key not in ordinary_keys and not ordinary_key(key):
+                    return None
+                if value not in known:
+                    new.append(value)
+            attributes["dora." + key] = {"stringValue": value}
+        elif kind is int and _I64_MIN <= value < _I64_MAX:
+            attributes["dora." + key] = {"intValue": str(value)}  # proto3 JSON writes int64 as a string
+        elif kind is float or kind is bool:
+            attributes["dora." + key] = attribute_value(value)
+        else:  # a container, a big int, another type: scrubbed on its own, then flattened
+            attributes["dora." + key] = attribute_value(flat_value(scrub_record({key: value}, _TRUSTED)[key]))
+    if new and not texts_clean(new, max(map(len, new))):
+        return None
+    return [{"key": k, "value": v} for k, v in attributes.items()]
+
+
+def _scrubbed(span: LiteSpan) -> tuple[str, dict[str, Any], Status | None, list[tuple[str, dict[str, Any], int]]]:
+    """A span's name, flat attributes (`dora.<field>`, lists and dicts as JSON text), status and
+    events, scrubbed: scrub_record over its fields, scrub_text over the name and status."""
+    raw = {k: v for k, v in span.fields.items() if v is not None and k not in _SPAN_SKIP}
+    for key, value in span.extra.items():
+        if value is not None:
+            raw[key[5:] if key.startswith("dora.") else key] = value
+    raw = scrub_record(raw, _TRUSTED)
+    attributes: dict[str, Any] = {"dora.event_type": span.event_type} if span.event_type else {}
+    for key, value in raw.items():
+        attributes["dora." + key] = flat_value(value)
+    status = span.status
+    if status is not None and status.description and needs_scrub(status.description):
+        status = Status(status.status_code, scrub_text(status.description))
+    name = span.name if not needs_scrub(span.name) else scrub_text(span.name)
+    events = [(n, {k: flat_value(v) for k, v in scrub_record(dict(a), _TRUSTED).items()}, ts)
+              for n, a, ts in span.events]
+    return name, attributes, status, events
+
+
+def _only_spans_file(processors: Any) -> tuple[Any, int]:
+    """(the SpanFileExporter, its processor's batch size) when that is the only span output."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from dora_otel.ledger.processor import ExecutionLedgerProcessor
+    from dora_otel.spanfile import SpanFileExporter
+    from dora_otel.tracing import ScrubbingSpanExporter
+
+    found: Any = None
+    batch_max = 512
+    for processor in processors:
+        if isinstance(processor, ExecutionLedgerProcessor):  # takes events, not spans (its on_end is empty)
+            continue
+        exporter = getattr(processor, "span_exporter", None) if type(processor) is BatchSpanProcessor else None
+        if (found is not None or type(exporter) is not ScrubbingSpanExporter
+                or type(exporter.inner) is not SpanFileExporter):
+            return None, batch_max
+        found = exporter.inner
+        batch_max = getattr(getattr(processor, "_batch_processor", None), "_max_export_batch_size", batch_max)
+    return found, batch_max
+
+
+_tracers: weakref.WeakSet[LiteTracer] = weakref.WeakSet()
+
+
+def _forget_pending_in_child() -> None:
+    """A forked child does not write the spans its parent had encoded but not yet written."""
+    for tracer in list(_tracers):
+        tracer._pending = []
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pending_in_child)
+
+
+def _random_trace_id() -> int:
+    return random.getrandbits(128) or 1  # (0 is the invalid id)
+
+
+def _random_span_id() -> int:
+    return random.getrandbits(64) or 1
+
+
+def _always_samples_roots(sampler: Any) -> bool:
+    """True for a sampler that samples every new trace: ALWAYS_ON, or a ParentBased one whose root
+    sampler is ALWAYS_ON (the SDK's default), also inside ExecutionAwareSampler."""
+    from dora_otel.tracing import ExecutionAwareSampler
+
+    if isinstance(sampler, ExecutionAwareSampler):
+        sampler = sampler.delegate
+    if isinstance(sampler, ParentBased):
+        sampler = getattr(sampler, "_root", None)  # (the SDK keeps the root sampler here; else ask)
+    return sampler is ALWAYS_ON
 
 
 def _merged(span: LiteSpan) -> dict[str, Any]:

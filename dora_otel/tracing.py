@@ -43,6 +43,11 @@ class ExecutionAwareSampler(Sampler):
     def __init__(self, delegate: Sampler) -> None:
         self._delegate = delegate
 
+    @property
+    def delegate(self) -> Sampler:
+        """The configured sampler this one defers to."""
+        return self._delegate
+
     def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: Any = None,
                       attributes: Any = None, links: Sequence[Any] | None = None,
                       trace_state: Any = None) -> SamplingResult:

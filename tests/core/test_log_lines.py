@@ -369,3 +369,48 @@ def test_a_full_disk_gives_one_error_per_episode_counts_lost_lines_and_reports_r
     finally:
         captured.telemetry.shutdown()
         disk.close()
+
+
+# --------------------------------------------------------------------------- property: the fast encoder
+_SCRUB_TEXTS = st.sampled_from((
+    "plain words", "KXBTC-26NOV", "api_key=sk-live-123456", "Bearer abcdefghijklmnopq", "my keyboard",
+    "registered-secret-value!", "x" * 70, "QWxhZGRpbjpvcGVuIHNlc2FtZQ0123456789abcdefABCDEFghijklmnopqrstuvwxyz",
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----", "\u212aey=abcdefgh", "line\u2028break"))
+_FIELD_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), _SCRUB_TEXTS,
+              st.text(max_size=20), st.decimals(allow_nan=True)),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.one_of(_SCRUB_TEXTS, st.text(max_size=6)),
+                                                                inner, max_size=3),
+    max_leaves=6)
+_FIELD_KEYS = st.one_of(st.sampled_from(("market", "note", "token", "api_key", "password", "token_count", "keyboard",
+                                         "seq", "event_type", "trace_id", "decision_id", "message", "ts", "logger",
+                                         "service", "status")), st.text(min_size=1, max_size=10))
+
+
+def test_the_fast_line_encoder_writes_what_the_whole_line_scrub_writes():
+    """JsonFormatter.encode (the writer thread's encoder: body encoded alone, the scrub test riding
+    along the loop) gives the bytes of the reference: the whole line dict through scrub_record and
+    dumps_line — for any fields, credentials, sensitive names and odd values included."""
+    from dora_otel import logs, scrub
+
+    formatter = logs.JsonFormatter({"service": "bot-\u2028svc", "env": "dev", "bot_version": "1.2",
+                                    "bot_run_id": "20250101-000000-abcd"})
+    scrub.register_secrets(["registered-secret-value!"])
+    try:
+        @settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+        @given(fields=st.dictionaries(_FIELD_KEYS, _FIELD_VALUES, max_size=8), message=_SCRUB_TEXTS,
+               level=st.sampled_from(["INFO", "WARNING", "Level 5"]))
+        def check(fields, message, level):
+            for _ in range(2):  # the second time its strings are known clean (or not)
+                fast = formatter.encode(1_700_000_000.25, level, message, "dora_otel", fields)
+                whole = formatter._encode_protected(1_700_000_000.25, level, message, "dora_otel", fields)
+                assert fast == whole
+
+        for fields in ({"token": "plain words"}, {"note": "api_key=sk-live-123456"}, {"api_key": 12},
+                       {"note": "registered-secret-value!"}, {"n": [{"password": "x"}]}, {"n": Decimal("1.5")},
+                       {"note": "QWxhZGRpbjpvcGVuIHNlc2FtZQ0123456789abcdefABCDEFghijklmnopqrstuvwxyz"},
+                       {"big": 2**70, "token": 2**70, "nan": float("nan")}, {"message": "other", "ts": 1}):
+            check.hypothesis.inner_test(fields, "plain words", "INFO")
+        check()
+    finally:
+        scrub.clear_secrets()

@@ -12,6 +12,7 @@ from dora_otel.config import Config
 from dora_otel.spanfile import read_spans
 
 MAX_BYTES, BACKUPS = 32 * 1024, 2
+KEY_BODY = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7"
 
 
 def _run_decisions(count: int) -> None:
@@ -85,3 +86,111 @@ def test_spans_file_bounds_come_from_the_environment_and_arguments(monkeypatch, 
     with caplog.at_level(logging.WARNING):
         assert Config.resolve({}).spans_max_bytes == Config.spans_max_bytes
     assert "DORA_SPANS_MAX_BYTES" in caplog.text
+
+
+def _lite_spans(tracer):
+    """dora spans covering what the spans file encodes: plain, nested, status, events, scrubbing."""
+    from decimal import Decimal
+
+    from opentelemetry.trace import Status, StatusCode
+
+    secret = f"-----BEGIN PRIVATE KEY-----\n{KEY_BODY}\n-----END PRIVATE KEY-----"
+    root = tracer.start_span("decision", event=("DECISION_MADE", {
+        "seq": 1, "market": "KX", "decision_id": "ab" * 16, "loop": 3, "target_count": 1, "spread": 0.05,
+        "targets": [{"slot": 0, "side": "yes", "price": 0.45, "size": 10, "api_key": "sk-live-1234567"}],
+        "expected_orders_hash": "cd" * 16}))
+    from opentelemetry import trace as trace_api
+
+    ctx = trace_api.set_span_in_context(root.api_span)
+    spans = [root]
+    plain = tracer.start_span("order.place", context=ctx, event=("ORDER_PLACE", {
+        "seq": 2, "market": "KX", "decision_id": "ab" * 16, "side": "yes", "price": 0.45, "size": 10,
+        "client_order_id": "c-1", "slot": 0, "note": None}))
+    plain.set_attribute("dora.status", "ACCEPTED")
+    spans.append(plain)
+    odd = tracer.start_span("order.result", context=ctx, event=("ORDER_RESULT", {
+        "seq": 3, "market": "KX", "status": "REJECTED", "error_msg": f"bad key {secret}", "big": 2**70,
+        "nan": float("nan"), "flag": True, "amount": Decimal("1.5"), "token": "t0ps3cret-value",
+        "token_count": 3, "stack": "not exported"}))
+    odd.set_status(Status(StatusCode.ERROR, "rejected: Authorization: Bearer abcdefghijklmnop"))
+    spans.append(odd)
+    with_events = tracer.start_span("order.cancel", context=ctx, event=("ORDER_CANCEL", {"seq": 4, "market": "KX"}))
+    with_events.add_event("retry", {"attempt": 2, "password": "hunter22"})
+    with_events.record_exception(ValueError("boom"))
+    spans.append(with_events)
+    named = tracer.start_span("fetch secret=abcdef123456", context=ctx)
+    named.set_status(Status(StatusCode.OK))
+    spans.append(named)
+    for span in reversed(spans):
+        span.ended, span.end_ns = True, span.start_ns + 1000  # ended, without queueing them
+        span.fields = dict(span.fields)
+    return spans
+
+
+def test_spans_written_straight_to_the_file_are_those_the_sdk_path_writes(tmp_path):
+    """dora's spans bound only for the spans file are encoded on the event thread without the SDK
+    objects: the OTLP JSON must be what ReadableSpan + the exporter's encoder give, scrubbing
+    included (a credential in a field, a nested key, the status, an event, the name)."""
+    import orjson
+
+    from dora_otel import _runtime
+    from dora_otel.spanfile import encode_request, encode_span
+
+    telemetry = dora_otel.setup(data_dir=tmp_path, container_mode=True, ledger="off", stream=io.StringIO(),
+                                install_signal_handlers=False, watchdog_seconds=0)
+    try:
+        tracer = _runtime.ACTIVE.tracer
+        assert tracer._spans_file() is telemetry._span_exporter  # the spans file is the only output
+        spans = _lite_spans(tracer)
+        direct = [tracer._encoded(span) for span in spans]
+        via_sdk = [encode_span(tracer.readable(span)) for span in spans]
+        assert direct == via_sdk
+        text = orjson.dumps(direct).decode()
+        for leaked in ("hunter22", "sk-live-1234567", "t0ps3cret-value", KEY_BODY,
+                       "abcdefghijklmnop", "abcdef123456"):
+            assert leaked not in text
+        # The whole request line too: the same resource and scope as the exporter's own.
+        from dora_otel.spanfile import request_line
+
+        line = request_line(tracer.resource.attributes, tracer.scope.name, [orjson.dumps(s) for s in direct])
+        assert line == encode_request([tracer.readable(span) for span in spans])
+    finally:
+        telemetry.shutdown()
+
+
+def test_the_event_thread_writes_dora_spans_to_the_file_and_flush_waits_for_them(tmp_path):
+    telemetry = dora_otel.setup(data_dir=tmp_path, container_mode=True, ledger="off", stream=io.StringIO(),
+                                install_signal_handlers=False, watchdog_seconds=0)
+    try:
+        _run_decisions(5)
+        assert telemetry.flush(10)
+        spans = read_spans(tmp_path / "spans" / "spans.jsonl")
+        names = sorted(s["name"].split(" ")[0] for s in spans)
+        assert names == sorted(["decision"] * 5 + ["order.place"] * 5 + ["order.result"] * 5)
+        result = next(s for s in spans if s["name"] == "order.result")
+        assert result["attributes"]["dora.event_type"] == "ORDER_RESULT"
+        assert result["attributes"]["dora.status"] == "ACCEPTED"
+        assert "parentSpanId" in result
+    finally:
+        telemetry.shutdown()
+
+
+def test_a_second_span_processor_gets_dora_spans_through_the_sdk(tmp_path):
+    """With any other processor on the provider (here an in-memory exporter), dora's spans are built
+    as ReadableSpans and handed to every processor: the file and the other one see the same spans."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    telemetry = dora_otel.setup(data_dir=tmp_path, container_mode=True, ledger="off", stream=io.StringIO(),
+                                install_signal_handlers=False, watchdog_seconds=0)
+    exporter = InMemorySpanExporter()
+    telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    try:
+        _run_decisions(3)
+        assert telemetry.flush(10)
+        in_file = read_spans(tmp_path / "spans" / "spans.jsonl")
+        in_memory = exporter.get_finished_spans()
+        assert len(in_file) == len(in_memory) == 9
+        assert {s["spanId"] for s in in_file} == {format(s.context.span_id, "016x") for s in in_memory}
+    finally:
+        telemetry.shutdown()
