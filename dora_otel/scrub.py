@@ -408,27 +408,21 @@ def _gather(obj: Mapping[Any, Any], texts: list[str], depth: int) -> bool:
                 return False
             if key not in _seen_clean:
                 texts.append(key)
-    for value in obj.values():  # (a plain loop: cheaper than a set difference for ~10 values)
+    return _gather_items(obj.values(), texts, depth)
+
+
+def _gather_items(values: Iterable[Any], texts: list[str], depth: int) -> bool:
+    for value in values:  # (a plain loop: cheaper than a set difference for ~10 values)
         kind = type(value)
         if kind is str:
             if value not in _seen_clean:
                 texts.append(value)
-        elif kind not in _SCALARS and not _gather_value(value, texts, depth + 1):
-            return False
-    return True
-
-
-def _gather_value(value: Any, texts: list[str], depth: int) -> bool:
-    kind = type(value)
-    if kind is dict:
-        return _gather(value, texts, depth)
-    if (kind is not list and kind is not tuple) or depth > 4:
-        return False
-    for item in value:
-        item_kind = type(item)
-        if item_kind is str:
-            if item not in _seen_clean:
-                texts.append(item)
-        elif item_kind not in _SCALARS and not _gather_value(item, texts, depth + 1):
+        elif kind is dict:
+            if not _gather(value, texts, depth + 1):
+                return False
+        elif kind is list or kind is tuple:
+            if depth >= 4 or not _gather_items(value, texts, depth + 1):
+                return False
+        elif kind not in _SCALARS:
             return False
     return True
