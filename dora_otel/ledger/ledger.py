@@ -7,8 +7,9 @@ journal (:mod:`dora_otel.ledger.journal`) and shipper (:mod:`dora_otel.ledger.sh
 ``start`` (replays earlier runs' unshipped segments), ``flush``, ``shutdown``, and re-creation of
 the shipper thread in a forked child.
 
-Records are those of docs/ARCHITECTURE.md; ``ExecutionLedgerProcessor`` (``processor.py``) turns spans
-into them and calls ``append``.
+Records are those of docs/ARCHITECTURE.md; ``ExecutionLedgerProcessor`` (``processor.py``) journals
+events as compact lines (``append_line``; the journal's reader expands them into records) or, when
+their fields need scrubbing, as full records (``append``).
 """
 
 from __future__ import annotations
