@@ -4,7 +4,8 @@ between runs; instruction counts repeat to ~0.3%).
 
 The cycle is bench/_cycle.py's (a decision, two orders, 6 lines, 5 spans). The event thread is
 paused while the cycles run (it would otherwise add its own instructions), so the count is the
-trading thread's work plus the garbage collector's. Instructions are not time: dora's Python code
+trading thread's work plus the garbage collector's (with `--ledger`, also the shipper thread's:
+it is not paused). Instructions are not time: dora's Python code
 runs fewer instructions per µs than the plain-logging baseline's C-heavy path, so this ranks
 changes to the same code, it does not replace the paired time ratios.
 
