@@ -91,7 +91,8 @@ def _instructions(cycles: int, args: argparse.Namespace) -> int:
                os.path.abspath(__file__), "--child", str(cycles), "--ledger", args.ledger]
         if args.baseline:
             cmd.append("--baseline")
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        env = dict(os.environ, PYTHONHASHSEED="0")  # the same dict layouts every run: repeatable counts
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         found = re.search(r"refs:\s*([\d,]+)", done.stderr)
         if found is None:
             raise SystemExit(f"valgrind gave no instruction count:\n{done.stderr[-2000:]}")
