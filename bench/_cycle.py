@@ -8,7 +8,10 @@ One cycle = one @decision_cycle (with one plain bot log line inside) + two @orde
 
 from __future__ import annotations
 
+import atexit
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -90,3 +93,10 @@ def timer(telemetry: Any, clock_name: str, cycles: int) -> Callable[[Cycle, bool
         return elapsed / cycles
 
     return timed
+
+
+def scratch_dir(prefix: str = "dora-bench-") -> str:
+    """A data directory for one benchmark run, removed when the process exits."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, True)
+    return path

@@ -57,7 +57,7 @@ KNOCKOUTS = ("emit", "put_line", "span_end", "order_book", "orders_hash", "sprea
              "gc")
 
 
-def _run_cycles(cycles: int, ledger: str, baseline: bool) -> None:
+def _run_cycles(cycles: int, ledger: str, baseline: bool, data_dir: str) -> None:
     """The measured process: set up, warm up, pause the event thread, run `cycles` cycles, exit."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _cycle import MARKET, baseline_cycle, instrumented_cycle
@@ -66,7 +66,7 @@ def _run_cycles(cycles: int, ledger: str, baseline: bool) -> None:
     from dora_otel import logs
 
     devnull = open(os.devnull, "w")  # noqa: SIM115  open for the whole run
-    telemetry = dora_otel.setup(container_mode=True, stream=devnull, data_dir=tempfile.mkdtemp(prefix="dora-bench-"),
+    telemetry = dora_otel.setup(container_mode=True, stream=devnull, data_dir=data_dir,
                                 ledger=ledger, install_signal_handlers=False, watchdog_seconds=0)
     cycle = baseline_cycle(devnull) if baseline else instrumented_cycle()
     for i in range(200):
@@ -88,7 +88,7 @@ def _run_cycles(cycles: int, ledger: str, baseline: bool) -> None:
 def _instructions(cycles: int, args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="dora-callgrind-") as tmp:
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out", sys.executable,
-               os.path.abspath(__file__), "--child", str(cycles), "--ledger", args.ledger]
+               os.path.abspath(__file__), "--child", str(cycles), "--ledger", args.ledger, "--data-dir", f"{tmp}/data"]
         if args.baseline:
             cmd.append("--baseline")
         env = dict(os.environ, PYTHONHASHSEED="0")  # the same dict layouts every run: repeatable counts
@@ -105,9 +105,10 @@ def main() -> int:
     parser.add_argument("--ledger", default="off", choices=("off", "sqlite", "memory"))
     parser.add_argument("--baseline", action="store_true", help="count the 6 plain log lines instead")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        _run_cycles(args.child, args.ledger, args.baseline)
+        _run_cycles(args.child, args.ledger, args.baseline, args.data_dir or tempfile.mkdtemp(prefix="dora-bench-"))
         return 0
     if shutil.which("valgrind") is None:
         print("cycle_instructions: valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)

@@ -19,7 +19,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 
 
@@ -33,13 +32,13 @@ def main() -> int:
                              "background threads (log writer, span export, ledger shipper) work in it")
     args = parser.parse_args()
 
-    from _cycle import plain_logger
+    from _cycle import plain_logger, scratch_dir
 
     import dora_otel
 
     devnull = open(os.devnull, "w")  # noqa: SIM115  open for the whole run, like a bot's stdout
     plain = plain_logger(devnull)
-    telemetry = dora_otel.setup(container_mode=True, stream=devnull, data_dir=tempfile.mkdtemp(prefix="dora-bench-"),
+    telemetry = dora_otel.setup(container_mode=True, stream=devnull, data_dir=scratch_dir(),
                                 ledger=args.ledger, install_signal_handlers=False, watchdog_seconds=0)
     targets = [{"side": "yes", "price": 0.45, "size": 10}]
     marks = [0, 0]

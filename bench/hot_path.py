@@ -23,7 +23,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 
 
 def main() -> int:
@@ -40,14 +39,14 @@ def main() -> int:
                              "pays for background threads holding the GIL (default thread)")
     args = parser.parse_args()
 
-    from _cycle import baseline_cycle, instrumented_cycle, timer
+    from _cycle import baseline_cycle, instrumented_cycle, scratch_dir, timer
 
     import dora_otel
 
     devnull = open(os.devnull, "w")  # noqa: SIM115  open for the whole run, like a bot's stdout
     baseline = baseline_cycle(devnull)
     telemetry = dora_otel.setup(container_mode=not args.file, stream=devnull,
-                                data_dir=tempfile.mkdtemp(prefix="dora-bench-"), ledger=args.ledger,
+                                data_dir=scratch_dir(), ledger=args.ledger,
                                 install_signal_handlers=False, watchdog_seconds=0)
     instrumented = instrumented_cycle()
     timed = timer(telemetry, args.clock, args.cycles)

@@ -16,7 +16,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 
 
 def main() -> int:
@@ -27,14 +26,14 @@ def main() -> int:
     parser.add_argument("--clock", choices=("thread", "wall"), default="thread")
     args = parser.parse_args()
 
-    from _cycle import baseline_cycle, instrumented_cycle, timer
+    from _cycle import baseline_cycle, instrumented_cycle, scratch_dir, timer
 
     import dora_otel
     from dora_otel.ledger.processor import ExecutionLedgerProcessor
 
     devnull = open(os.devnull, "w")  # noqa: SIM115  open for the whole run, like a bot's stdout
     baseline = baseline_cycle(devnull)
-    telemetry = dora_otel.setup(container_mode=True, stream=devnull, data_dir=tempfile.mkdtemp(prefix="dora-bench-"),
+    telemetry = dora_otel.setup(container_mode=True, stream=devnull, data_dir=scratch_dir(),
                                 ledger=args.ledger, install_signal_handlers=False, watchdog_seconds=0)
     multi = telemetry.tracer_provider._active_span_processor
     with_ledger = multi._span_processors

@@ -16,11 +16,10 @@ import logging
 import os
 import statistics
 import sys
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from _cycle import MARKET, baseline_cycle, instrumented_cycle, timer
+from _cycle import MARKET, baseline_cycle, instrumented_cycle, scratch_dir, timer
 
 TARGETS = [{"side": "yes", "price": 0.45, "size": 10}, {"side": "no", "price": 0.50, "size": 10}]
 
@@ -120,7 +119,7 @@ def main() -> int:
 
     devnull = open(os.devnull, "w")  # noqa: SIM115 - open for the whole run
     baseline = baseline_cycle(devnull)
-    telemetry = dora_otel.setup(container_mode=True, stream=devnull, data_dir=tempfile.mkdtemp(prefix="dora-bench-"),
+    telemetry = dora_otel.setup(container_mode=True, stream=devnull, data_dir=scratch_dir(),
                                 ledger="off", install_signal_handlers=False, watchdog_seconds=0)
     contenders: list[tuple[str, Callable[[str, int], None], Any]] = [("dora-otel", instrumented_cycle(), telemetry)]
     for name, build in (("structlog + OTel SDK", structlog_cycle), ("OTel SDK + python-json-logger", jsonlogger_cycle)):

@@ -15,7 +15,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 
 
@@ -26,12 +25,12 @@ def main() -> int:
     parser.add_argument("--ledger", default="off", choices=("off", "sqlite", "memory"))
     args = parser.parse_args()
 
-    from _cycle import MARKET, instrumented_cycle
+    from _cycle import MARKET, instrumented_cycle, scratch_dir
 
     import dora_otel
 
     devnull = open(os.devnull, "w")  # noqa: SIM115 - open for the whole run
-    telemetry = dora_otel.setup(container_mode=True, stream=devnull, data_dir=tempfile.mkdtemp(prefix="dora-bench-"),
+    telemetry = dora_otel.setup(container_mode=True, stream=devnull, data_dir=scratch_dir(),
                                 ledger=args.ledger, install_signal_handlers=False, watchdog_seconds=0)
     cycle = instrumented_cycle()
     for i in range(200):
