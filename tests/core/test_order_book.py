@@ -32,3 +32,13 @@ def test_updating_a_known_order_keeps_it_and_does_not_grow_the_book() -> None:
     book.add("c-3", _ref(3))  # full: the oldest key (c-0, first added) goes
     assert book.find("c-0") is None
     assert [book.find(f"c-{n}") for n in (1, 2, 3)] == [_ref(1), _ref(2), _ref(3)]
+
+
+def test_a_slots_client_order_id_is_the_same_in_every_version() -> None:
+    """A retry after a restart (possibly onto an upgraded dora-otel) must send the id the exchange
+    already has for that slot, so the derivation is pinned: blake2b-128 of "<decision_id>:<slot>"."""
+    from dora_otel._runtime import client_order_id_for
+
+    decision_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert client_order_id_for(decision_id, 0) == "ac8c2d55-6374-1232-9255-3f7069d70f2d"
+    assert client_order_id_for(decision_id, 7) == "3d93b22b-2247-c843-65a5-bcd390fdc272"
