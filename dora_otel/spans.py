@@ -67,6 +67,7 @@ from dora_otel._version import __version__
 from dora_otel.exchange import safe_text
 from dora_otel.scrub import (
     TRUSTED_FIELDS,
+    fields_clean,
     known_clean,
     needs_scrub,
     ordinary_key,
@@ -416,42 +417,78 @@ class LiteTracer:
 
 
 def _plain_attributes(span: LiteSpan) -> list[dict[str, Any]] | None:
-    """The OTLP attribute list of a span with nothing to scrub, built in one pass over its fields
-    (the scrub test rides along, as in logs.JsonFormatter.encode: the untrusted strings not known
-    clean get one joined scrub.texts_clean; a container goes through scrub_record on its own);
+    """The OTLP attribute list of a span with nothing to scrub, built in one pass over its fields;
     None when its name, status or a string needs scrubbing, a string sits under a sensitive name,
-    or it has events: then `_scrubbed` does it the general way."""
+    or it has events: then `_scrubbed` does it the general way.
+
+    The fields' scrub verdict is usually known already: the event's line tested the same dict
+    (scrub.fields_clean, remembered by identity); then its values are written as they are. Else
+    the scrub test rides along (`_checked_attribute`), as in logs.JsonFormatter.encode."""
     if span.events:
         return None
-    raw = {k: v for k, v in span.fields.items() if v is not None and k not in _SPAN_SKIP}
-    for key, value in span.extra.items():
-        if value is not None:
-            raw[key[5:] if key.startswith("dora.") else key] = value
     known = known_clean
     new = [] if span.name in known else [span.name]
     status = span.status
     if status is not None and status.description and status.description not in known:
         new.append(status.description)
     event_type = span.event_type
-    attributes: dict[str, Any] = {"dora.event_type": attribute_value(event_type)} if event_type else {}
-    for key, value in raw.items():
-        kind = type(value)
-        if kind is str:
-            if key not in _TRUSTED:
-                if key not in ordinary_keys and not ordinary_key(key):
-                    return None
-                if value not in known:
-                    new.append(value)
-            attributes["dora." + key] = {"stringValue": value}
-        elif kind is int and _I64_MIN <= value < _I64_MAX:
-            attributes["dora." + key] = {"intValue": str(value)}  # proto3 JSON writes int64 as a string
-        elif kind is float or kind is bool:
-            attributes["dora." + key] = attribute_value(value)
-        else:  # a container, a big int, another type: scrubbed on its own, then flattened
-            attributes["dora." + key] = attribute_value(flat_value(scrub_record({key: value}, _TRUSTED)[key]))
+    head = {"key": "dora.event_type", "value": attribute_value(event_type)}
+    fields, extra = span.fields, span.extra
+    if not extra and fields_clean(fields, True) is not None:
+        # The common case, hand-written for speed (event thread, every span): no key can repeat,
+        # so the list is built straight away; the values need no test and no conversion but
+        # OTLP's own (int64 as text, a list of rows as JSON text: `flat_value`).
+        out = [head] if event_type else []
+        for key, value in fields.items():
+            if value is None or key in _SPAN_SKIP:
+                continue
+            kind = type(value)
+            if kind is str:
+                attr = {"stringValue": value}
+            elif kind is int:
+                attr = {"intValue": str(value)}  # proto3 JSON writes int64 as a string
+            elif kind is float:
+                attr = {"doubleValue": value}
+            elif kind is bool:
+                attr = {"boolValue": value}
+            else:  # a list of rows
+                attr = {"stringValue": flat_value(value)}
+            out.append({"key": "dora." + key, "value": attr})
+        if new and not texts_clean(new, max(map(len, new))):
+            return None
+        return out
+    attributes: dict[str, Any] = {"dora.event_type": head["value"]} if event_type else {}
+    for key, value in fields.items():
+        if value is not None and key not in _SPAN_SKIP and not _checked_attribute(attributes, key, value, new):
+            return None
+    for key, value in extra.items():
+        if value is not None and not _checked_attribute(attributes, key[5:] if key.startswith("dora.") else key,
+                                                        value, new):
+            return None
     if new and not texts_clean(new, max(map(len, new))):
         return None
     return [{"key": k, "value": v} for k, v in attributes.items()]
+
+
+def _checked_attribute(attributes: dict[str, Any], key: str, value: Any, new: list[str]) -> bool:
+    """Add `dora.<key>` to `attributes` for `_plain_attributes`, testing it for scrubbing on the
+    way: False when a string sits under a sensitive name (the span is then built the general way);
+    strings not known clean are added to `new` for one joined test."""
+    kind = type(value)
+    if kind is str:
+        if key not in _TRUSTED:
+            if key not in ordinary_keys and not ordinary_key(key):
+                return False
+            if value not in known_clean:
+                new.append(value)
+        attributes["dora." + key] = {"stringValue": value}
+    elif kind is int and _I64_MIN <= value < _I64_MAX:
+        attributes["dora." + key] = {"intValue": str(value)}  # proto3 JSON writes int64 as a string
+    elif kind is float or kind is bool:
+        attributes["dora." + key] = attribute_value(value)
+    else:  # a container, a big int, another type: scrubbed on its own, then flattened
+        attributes["dora." + key] = attribute_value(flat_value(scrub_record({key: value}, _TRUSTED)[key]))
+    return True
 
 
 def _scrubbed(span: LiteSpan) -> tuple[str, dict[str, Any], Status | None, list[tuple[str, dict[str, Any], int]]]:
