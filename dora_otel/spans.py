@@ -76,7 +76,7 @@ from dora_otel.scrub import (
     scrub_text,
     texts_clean,
 )
-from dora_otel.spanfile import attribute_list, attribute_value, span_json
+from dora_otel.spanfile import attribute_list, attribute_value, span_bytes, span_json
 
 _log = logging.getLogger("dora_otel.internal")
 _time_ns = time.time_ns
@@ -348,7 +348,7 @@ class LiteTracer:
                 self.export(span)
                 return False
             pending = self._pending
-            pending.append(orjson.dumps(self._encoded(span)))  # bytes: no containers for the GC to scan
+            pending.append(self._encoded_bytes(span))  # bytes: no containers for the GC to scan
             if len(pending) >= self._batch_max:
                 self.flush_export()
                 return False
@@ -402,6 +402,16 @@ class LiteTracer:
             status=status or _UNSET, start_time=span.start_ns, end_time=span.end_ns,
             instrumentation_scope=self.scope)
 
+    def _encoded_bytes(self, span: LiteSpan) -> bytes:
+        """`orjson.dumps(self._encoded(span))`, the same bytes: a span with nothing to scrub and
+        no events (nearly all) is assembled by spanfile.span_bytes, without the span's dict."""
+        attributes = _plain_attributes(span)
+        if attributes is None:
+            return orjson.dumps(self._encoded(span))
+        status = span.status or _UNSET
+        return span_bytes(span.trace_id, span.span_id, span.parent_id, span.name, _INTERNAL, span.start_ns,
+                          span.end_ns, attributes, status.status_code, status.description)
+
     def _encoded(self, span: LiteSpan) -> dict[str, Any]:
         """The span in the spans file's OTLP JSON form, scrubbed: what `readable` followed by
         spanfile.encode_span gives, without building the SDK objects."""
@@ -434,7 +444,11 @@ def _plain_attributes(span: LiteSpan) -> list[dict[str, Any]] | None:
     event_type = span.event_type
     head = {"key": "dora.event_type", "value": attribute_value(event_type)}
     fields, extra = span.fields, span.extra
-    if not extra and fields_clean(fields, True) is not None:
+    more: dict[str, Any] = {}
+    for key, value in extra.items():  # (set by name: "dora.status"; most spans have none)
+        if value is not None and not _checked_attribute(more, key[5:] if key.startswith("dora.") else key, value, new):
+            return None
+    if (not more or fields.keys().isdisjoint(k[5:] for k in more)) and fields_clean(fields, True) is not None:
         # The common case, hand-written for speed (event thread, every span): no key can repeat,
         # so the list is built straight away; the values need no test and no conversion but
         # OTLP's own (int64 as text, a list of rows as JSON text: `flat_value`).
@@ -454,6 +468,7 @@ def _plain_attributes(span: LiteSpan) -> list[dict[str, Any]] | None:
             else:  # a list of rows
                 attr = {"stringValue": flat_value(value)}
             out.append({"key": "dora." + key, "value": attr})
+        out.extend({"key": k, "value": v} for k, v in more.items())
         if new and not texts_clean(new, max(map(len, new))):
             return None
         return out
@@ -461,10 +476,7 @@ def _plain_attributes(span: LiteSpan) -> list[dict[str, Any]] | None:
     for key, value in fields.items():
         if value is not None and key not in _SPAN_SKIP and not _checked_attribute(attributes, key, value, new):
             return None
-    for key, value in extra.items():
-        if value is not None and not _checked_attribute(attributes, key[5:] if key.startswith("dora.") else key,
-                                                        value, new):
-            return None
+    attributes.update(more)  # (set by name: they win, in the field's place)
     if new and not texts_clean(new, max(map(len, new))):
         return None
     return [{"key": k, "value": v} for k, v in attributes.items()]
