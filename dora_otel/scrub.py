@@ -312,6 +312,8 @@ def _collect(obj: Any, texts: list[str], depth: int, trusted: frozenset[str]) ->
             continue
         if type(key) is str and key not in _seen_clean:
             texts.append(key)
+            if len(key) > longest and key.lower() != key and key.upper() != key:
+                longest = len(key)  # (a nested key is text too: a base64 run there is masked)
         kind = type(value)
         if kind is str:
             if is_sensitive_key(key):
@@ -429,17 +431,19 @@ def fields_clean(fields: Mapping[str, Any], remember: bool = False, also: tuple[
                 return None
             if value not in known:
                 new.append(value)
-        elif kind is int:
-            if not _I64_MIN <= value < _I64_MAX or (key not in ordinary and type(key) is not str):
+        elif kind is int:  # (the literals are -2**63 and 2**63: constants, not global lookups)
+            if not -9223372036854775808 <= value < 9223372036854775808 or type(key) is not str:
                 return None
         elif kind is float:
-            if value - value != 0 or (key not in ordinary and type(key) is not str):  # nan / inf
+            if value - value != 0 or type(key) is not str:  # (nan and inf give nan)
                 return None
-        elif value is None or kind is bool:
-            if key not in ordinary and type(key) is not str:
+        elif value is None:
+            if type(key) is not str:
                 return None
-            if value is None:
-                nones.append(key)
+            nones.append(key)
+        elif kind is bool:
+            if type(key) is not str:
+                return None
         elif kind is list:
             if (key not in ordinary and not ordinary_key(key)) or not _rows_clean(value, new):
                 return None
