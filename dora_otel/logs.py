@@ -288,7 +288,8 @@ class JsonFormatter(logging.Formatter):
                     del body[key]
             if ids is not None:
                 body["trace_id"], body["span_id"] = f"{ids[0]:032x}", f"{ids[1]:016x}"
-            return f'{{"ts":"{self._ts(created)}","level":{self._level(levelname)},{self._identity_json},{_dumps_plain(body)}'
+            level = self._level_json.get(levelname) or self._level(levelname)
+            return f'{{"ts":"{self._ts(created)}","level":{level},{self._identity_json},{_dumps_plain(body)}'
         # Scrubbing rides along: the untrusted strings not known clean are gathered for one joined
         # test (scrub.texts_clean); anything else (a container, a str under a sensitive name, an
         # unusual type) sends the body through scrub_record as a whole.
