@@ -45,7 +45,7 @@ from opentelemetry import trace
 from dora_otel import context, identity
 from dora_otel._rotating import RotatingAppender
 from dora_otel.scrub import (
-    fields_clean,
+    event_verdict,
     known_clean,
     ordinary_key,
     ordinary_keys,
@@ -184,7 +184,7 @@ def _clean(value: Any) -> Any:
 
 
 def _dumps_plain(body: dict[str, Any]) -> str:
-    """`dumps_line(body)[1:]` for a body `scrub.fields_clean` vouched for (str keys; plain values
+    """`dumps_line(body)[1:]` for a body `scrub.event_verdict` vouched for (str keys; plain values
     orjson writes itself): no fallback hook needed."""
     try:
         out = orjson.dumps(body)
@@ -274,13 +274,13 @@ class JsonFormatter(logging.Formatter):
         setup — the same bytes as encoding the whole line dict. `ids`: the line's (trace_id,
         span_id) as ints, written last as hex (`_Line.ids`: formatted here, not on the trading thread).
         `shared`: `fields` is a dora event's dict, which its span shares and nobody changes once
-        queued: its scrub verdict is kept for the span (scrub.fields_clean)."""
+        queued: its scrub verdict is kept for the span (scrub.event_verdict)."""
         if not _PROTECTED.isdisjoint(fields):
             return self._encode_protected(created, levelname, message, logger, fields, ids)
         body: dict[str, Any] = {"message": message, "event_type": None, "seq": None, "logger": logger}
-        nones = fields_clean(fields, shared, (message, logger))
+        nones = event_verdict(fields, shared, (message, logger))
         if nones is not None:
-            # Nothing to scrub and no value to convert (scrub.fields_clean): the fields are copied
+            # Nothing to scrub and no value to convert (scrub.event_verdict): the fields are copied
             # in one C-level update.
             body.update(fields)
             for key in nones:  # (absent, not null; event_type and seq keep their places)
@@ -330,7 +330,8 @@ class JsonFormatter(logging.Formatter):
             scrub_record(body, _LINE_TRUSTED)  # (ts, level and the identity are trusted: never changed)
         if ids is not None:
             body["trace_id"], body["span_id"] = f"{ids[0]:032x}", f"{ids[1]:016x}"
-        return f'{{"ts":"{self._ts(created)}","level":{self._level(levelname)},{self._identity_json},{dumps_line(body)[1:]}'
+        level = self._level_json.get(levelname) or self._level(levelname)
+        return f'{{"ts":"{self._ts(created)}","level":{level},{self._identity_json},{dumps_line(body)[1:]}'
 
     def _level(self, levelname: str) -> str:
         level = self._level_json.get(levelname)

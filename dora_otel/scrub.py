@@ -123,7 +123,7 @@ def register_secrets(values: Iterable[Any]) -> None:
         # Longest first, so a value containing another is masked whole.
         _secrets = tuple(sorted(set(_secrets) | new, key=len, reverse=True))
         _seen_clean.clear()
-        _clean_fields.clear()
+        _event_verdicts.clear()
 
 
 def secrets_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -154,7 +154,7 @@ def clear_secrets() -> None:
     with _secrets_lock:
         _secrets = ()
         _seen_clean.clear()
-        _clean_fields.clear()
+        _event_verdicts.clear()
 
 
 # ----------------------------------------------------------------------------- text
@@ -385,14 +385,15 @@ def ordinary_key(key: Any) -> bool:
 _I64_MIN, _I64_MAX = -(2**63), 2**63
 _NO_NONES: tuple[str, ...] = ()
 #: Fields dora-otel itself sets on an event, trusted (not scanned) by both the JSON line encoder and
-#: the span encoder: `fields_clean` does not test their str values either.
+#: the span encoder: `event_verdict` does not test their str values either.
 EVENT_TRUSTED = frozenset({"bot_run_id", "env", "bot_version", "trace_id", "span_id", "event_type", "seq"})
 # Event dicts found clean, by id, with the dict itself (so the id cannot be reused while the entry
 # lives) and its None-valued keys. Bounded; cleared when a secret is registered.
-_clean_fields: dict[int, tuple[Mapping[str, Any], tuple[str, ...]]] = {}
+_event_verdicts: dict[int, tuple[Mapping[str, Any], tuple[str, ...]]] = {}
 
 
-def fields_clean(fields: Mapping[str, Any], remember: bool = False, also: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+def event_verdict(fields: Mapping[str, Any], remember: bool = False,
+                 also: tuple[str, ...] = ()) -> tuple[str, ...] | None:
     """One verdict on an event's fields for the encoders of the log writer thread (its JSON line,
     its span): the keys whose value is None (empty tuple: none) when nothing in `fields` (nor in
     the strings `also`: a line's message) can be masked, else None (then the caller scrubs the
@@ -412,7 +413,7 @@ def fields_clean(fields: Mapping[str, Any], remember: bool = False, also: tuple[
     dicts."""
     known = _seen_clean
     if remember:
-        entry = _clean_fields.get(id(fields))
+        entry = _event_verdicts.get(id(fields))
         if entry is not None and entry[0] is fields:
             if also:
                 new = [text for text in also if text not in known]
@@ -453,14 +454,14 @@ def fields_clean(fields: Mapping[str, Any], remember: bool = False, also: tuple[
         return None  # (not remembered: the fields may be clean and `also` not)
     verdict = tuple(nones) if nones else _NO_NONES
     if remember:
-        if len(_clean_fields) > 256:
-            _clean_fields.clear()
-        _clean_fields[id(fields)] = (fields, verdict)
+        if len(_event_verdicts) > 256:
+            _event_verdicts.clear()
+        _event_verdicts[id(fields)] = (fields, verdict)
     return verdict
 
 
 def _rows_clean(rows: list[Any], new: list[str]) -> bool:
-    """`fields_clean` for a list of flat dicts: True when it holds nothing but rows of plain values
+    """`event_verdict` for a list of flat dicts: True when it holds nothing but rows of plain values
     with no str under a sensitive name; their strings not known clean are added to `new`."""
     known = _seen_clean
     for row in rows:

@@ -90,7 +90,8 @@ _UNSET = StatusCode.UNSET
 
 
 def span_bytes(trace_id: int, span_id: int, parent_id: int | None, name: str, kind: int, start_ns: int,
-               end_ns: int, attributes: list[dict[str, Any]], status_code: StatusCode, description: str | None) -> bytes:
+               end_ns: int, attributes: list[dict[str, Any]], status_code: StatusCode,
+               description: str | None) -> bytes:
     """`orjson.dumps(span_json(...))` for a span without events, the same bytes, assembled by hand
     (the event thread encodes every dora span bound for the file: this saves the dict and the
     id formatting calls)."""
@@ -100,7 +101,8 @@ def span_bytes(trace_id: int, span_id: int, parent_id: int | None, name: str, ki
     if parent_id is not None:
         out += b',"parentSpanId":"%016x"' % parent_id
     if status_code is not _UNSET:
-        out += b',"status":%b' % _dumps({"code": _STATUS[status_code], **({"message": description} if description else {})})
+        status = {"code": _STATUS[status_code], **({"message": description} if description else {})}
+        out += b',"status":%b' % _dumps(status)
     return out + b"}"
 
 

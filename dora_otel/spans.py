@@ -67,7 +67,7 @@ from dora_otel._version import __version__
 from dora_otel.exchange import safe_text
 from dora_otel.scrub import (
     TRUSTED_FIELDS,
-    fields_clean,
+    event_verdict,
     known_clean,
     needs_scrub,
     ordinary_key,
@@ -432,7 +432,7 @@ def _plain_attributes(span: LiteSpan) -> list[dict[str, Any]] | None:
     or it has events: then `_scrubbed` does it the general way.
 
     The fields' scrub verdict is usually known already: the event's line tested the same dict
-    (scrub.fields_clean, remembered by identity); then its values are written as they are. Else
+    (scrub.event_verdict, remembered by identity); then its values are written as they are. Else
     the scrub test rides along (`_checked_attribute`), as in logs.JsonFormatter.encode."""
     if span.events:
         return None
@@ -448,7 +448,7 @@ def _plain_attributes(span: LiteSpan) -> list[dict[str, Any]] | None:
     for key, value in extra.items():  # (set by name: "dora.status"; most spans have none)
         if value is not None and not _checked_attribute(more, key[5:] if key.startswith("dora.") else key, value, new):
             return None
-    if (not more or fields.keys().isdisjoint(k[5:] for k in more)) and fields_clean(fields, True) is not None:
+    if (not more or fields.keys().isdisjoint(k[5:] for k in more)) and event_verdict(fields, True) is not None:
         # The common case, hand-written for speed (event thread, every span): no key can repeat,
         # so the list is built straight away; the values need no test and no conversion but
         # OTLP's own (int64 as text, a list of rows as JSON text: `flat_value`).

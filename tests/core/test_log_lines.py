@@ -427,7 +427,7 @@ _EVENT_FIELDS = st.dictionaries(_FIELD_KEYS, st.one_of(_FIELD_VALUES, _ROWS, _RO
 
 
 def test_the_shared_scrub_verdict_never_lets_through_what_scrub_record_would_change():
-    """scrub.fields_clean (the one verdict an event's line and span share) says clean only for
+    """scrub.event_verdict (the one verdict an event's line and span share) says clean only for
     fields that scrub_record leaves as they are and whose values scrub_value copies unchanged —
     for flat values and lists of rows (a decision's targets), credentials, sensitive names at any
     depth, odd numbers and keys included; and the line written through it (remembered or not) is
@@ -444,7 +444,7 @@ def test_the_shared_scrub_verdict_never_lets_through_what_scrub_record_would_cha
         @given(fields=_EVENT_FIELDS, message=_SCRUB_TEXTS)
         def check(fields, message):
             for remember in (False, True, True):  # the third time from the remembered verdict
-                verdict = scrub.fields_clean(fields, remember)
+                verdict = scrub.event_verdict(fields, remember)
                 if verdict is not None:
                     assert set(verdict) == {k for k, v in fields.items() if v is None}
                     for trusted in (logs._LINE_TRUSTED, scrub.TRUSTED_FIELDS - {"decision_id"}):
@@ -472,15 +472,15 @@ def test_a_remembered_verdict_is_forgotten_when_a_secret_is_registered():
 
     fields = {"note": "now-a-hidden-value"}
     try:
-        assert scrub.fields_clean(fields, True) == ()
+        assert scrub.event_verdict(fields, True) == ()
         scrub.register_secrets(["now-a-hidden-value"])
-        assert scrub.fields_clean(fields, True) is None
+        assert scrub.event_verdict(fields, True) is None
     finally:
         scrub.clear_secrets()
 
 
 def test_event_trusted_fields_are_trusted_by_both_encoders():
-    """fields_clean skips the text test of EVENT_TRUSTED values: both the line encoder and the span
+    """event_verdict skips the text test of EVENT_TRUSTED values: both the line encoder and the span
     encoder must trust them too (else the shared verdict would skip a test one of them makes)."""
     from dora_otel import logs, scrub, spans
 

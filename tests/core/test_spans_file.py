@@ -6,11 +6,12 @@ from __future__ import annotations
 import io
 import logging
 
+from hypothesis import strategies as st
+
 import dora_otel
 from dora_otel._rotating import RotatingAppender
 from dora_otel.config import Config
 from dora_otel.spanfile import read_spans
-from hypothesis import strategies as st
 
 MAX_BYTES, BACKUPS = 32 * 1024, 2
 KEY_BODY = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7"
