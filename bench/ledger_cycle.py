@@ -50,13 +50,16 @@ def main() -> int:
 
     timed(cycle, with_ledger)
     timed(baseline)
-    on_vs_off, on_vs_base, off_vs_base = [], [], []
+    on_vs_off, on_vs_base, off_vs_base, added, raw = [], [], [], [], {"base": [], "off": [], "on": []}
     for r in range(args.rounds):
         order = [("base", None), ("off", without_ledger), ("on", with_ledger)]
         if r % 2:
             order.reverse()
         t = {name: timed(baseline if name == "base" else cycle, procs) for name, procs in order}
         on_vs_off.append(t["on"] / t["off"])
+        added.append((t["on"] - t["off"]) * 1e6)
+        for name, seconds in t.items():
+            raw[name].append(seconds * 1e6)
         on_vs_base.append(t["on"] / t["base"])
         off_vs_base.append(t["off"] / t["base"])
     multi._span_processors = with_ledger
@@ -67,6 +70,8 @@ def main() -> int:
           f"ledger on / ledger off = {med(on_vs_off):.2f}x; ledger on / plain logging = {med(on_vs_base):.2f}x; "
           f"ledger off / plain logging = {med(off_vs_base):.2f}x; records shipped {stats.get('shipped')}, "
           f"rejected {stats.get('rejected')}")
+    print(f"  per cycle (medians, us; raw times drift on a busy machine): the ledger adds {med(added):.1f}; "
+          + ", ".join(f"{name} {med(values):.1f}" for name, values in raw.items()))
     return 0
 
 

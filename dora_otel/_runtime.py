@@ -59,11 +59,14 @@ TERMINAL_STATUSES = frozenset({"ACCEPTED", "REJECTED", "DUPLICATE"})
 
 def order_key(side: Any, price: Any, size: Any) -> tuple[Any, float | None, float | None]:
     """What makes two orders "the same target": side, price and size (numbers compared as floats)."""
-    try:
-        hash(side)
-    except TypeError:
-        side = str(side)
-    return (side, price_key(price), size_key(size))
+    if type(side) is not str:
+        try:
+            hash(side)
+        except TypeError:
+            side = str(side)
+    # (price_key / size_key inlined for the usual float and int: every order and target asks)
+    return (side, price if type(price) is float else price_key(price), float(size) if type(size) is int
+            else size_key(size))
 
 
 @dataclasses.dataclass(slots=True)
@@ -436,10 +439,10 @@ def safe_value(value: Any, limit: int = _FIELD_LIMIT) -> Any:
     kind = type(value)
     if kind is str:  # the common cases first: this runs for every field of every order
         return value if len(value) <= limit and value.isascii() else safe_text(value, limit)
-    if kind is float:
-        return value if _storable_float(value) else repr(value)
+    if kind is float:  # (_storable_float inlined: a price or size on every order)
+        return value if 1e-130 <= abs(value) < 1e126 or value == 0.0 else repr(value)
     if kind is int:
-        return value if _INT_RANGE[0] <= value < _INT_RANGE[1] else safe_text(value, 100)
+        return value if -(2**63) <= value < 2**64 else safe_text(value, 100)
     if value is None or kind is bool:
         return value
     if kind is Decimal:

@@ -496,6 +496,8 @@ def order_place(fn: F | None = None, /, *, result: Callable[[Any], Any] | None =
             if bot_slot is not None and (type(bot_slot) is not int):
                 bot_slot = safe_value(bot_slot, 200)
             decision = _decision_for(runtime, mkt)
+            slot: Any
+            coid: Any
             if decision is not None:
                 with runtime.lock:
                     slot, coid = decision.claim(side, price, size, bot_coid, bot_slot)
@@ -887,8 +889,8 @@ def default_spread(result: Any, targets: list[dict[str, Any]]) -> float | None:
 
 def expected_orders_hash(targets: list[dict[str, Any]]) -> str:
     """A stable hash of the sorted target orders (side, price, size): equal plans hash equal."""
-    keys = sorted((str(t.get("side")), price_key(t.get("price")) or 0.0, size_key(t.get("size")) or 0.0)
-                  for t in targets)
+    keys = [(str(t.get("side")), price_key(t.get("price")) or 0.0, size_key(t.get("size")) or 0.0) for t in targets]
+    keys.sort()
     return hashlib.sha256(orjson.dumps(keys)).hexdigest()[:32]
 
 

@@ -7,8 +7,9 @@ journal (:mod:`dora_otel.ledger.journal`) and shipper (:mod:`dora_otel.ledger.sh
 ``start`` (replays earlier runs' unshipped segments), ``flush``, ``shutdown``, and re-creation of
 the shipper thread in a forked child.
 
-Records are those of docs/ARCHITECTURE.md; ``ExecutionLedgerProcessor`` (``processor.py``) turns spans
-into them and calls ``append``.
+Records are those of docs/ARCHITECTURE.md; ``ExecutionLedgerProcessor`` (``processor.py``) journals
+events as compact lines (``append_line``; the journal's reader expands them into records) or, when
+their fields need scrubbing, as full records (``append``).
 """
 
 from __future__ import annotations
@@ -340,10 +341,10 @@ class Ledger:
     def append(self, record: Mapping[str, Any]) -> None:
         """Accept one ledger record.
 
-        Thread: the bot's (``SpanProcessor.on_start/on_end``). O(1): a validation, one
-        ``orjson.dumps``, one ``write`` to the journal (under a short lock), a wake-up of the
-        shipper. It never waits for the network or a queue, and never raises: problems are counted
-        in ``stats()`` and logged. A record without a non-empty ``bot_run_id`` or ``decision_id`` is
+        Thread: the bot's. O(1): a validation, one ``orjson.dumps``, then ``append_line``: one
+        ``write`` to the journal (under a short lock), a wake-up of the shipper. It never waits for
+        the network or a queue, and never raises: problems are counted in ``stats()`` and logged.
+        A record without a non-empty ``bot_run_id`` or ``decision_id`` is
         rejected: not written, one ERROR line (``target=execution_log``), ``rejected`` + 1.
         """
         try:
@@ -358,7 +359,22 @@ class Ledger:
                 line = _dumps_sanitised(record)
             if b"null" in line:
                 self._note_nulls(record)
-            critical = record.get("event_type") in self._critical
+            event_type = record.get("event_type")
+        except Exception as exc:  # noqa: BLE001  runs in the bot's thread: count the drop, never raise
+            self._append_failed(exc)
+            return
+        self.append_line(line, event_type)
+
+    def append_line(self, line: bytes, event_type: Any = None) -> None:
+        """Accept one record already serialised: a full record's JSON or a compact journal line
+        (``RecordBuilder.execution_line``), ending in a newline, validated by whoever built it.
+        ``event_type`` decides whether the journal bound may drop it.
+
+        Thread: the bot's. One ``write`` to the journal (under a short lock), a wake-up of the
+        shipper; never raises (see ``append``).
+        """
+        try:
+            critical = event_type in self._critical
             if self._journal_down_since is not None and time.monotonic() < self._journal_retry_at:
                 self._to_memory(line)
                 return
@@ -374,13 +390,16 @@ class Ledger:
             if outcome != DROPPED:
                 self._shipper.wake()
         except Exception as exc:  # noqa: BLE001  runs in the bot's thread: count the drop, never raise
-            self._errors += 1
-            self._dropped += 1
-            self._log_rate_limited(
-                "execution ledger could not accept a record (%s: %s); it was dropped",
-                type(exc).__name__,
-                exc,
-            )
+            self._append_failed(exc)
+
+    def _append_failed(self, exc: Exception) -> None:
+        self._errors += 1
+        self._dropped += 1
+        self._log_rate_limited(
+            "execution ledger could not accept a record (%s: %s); it was dropped",
+            type(exc).__name__,
+            exc,
+        )
 
     def _reject(self, record: Any, field: str, value: Any) -> None:
         self._rejected += 1

@@ -15,8 +15,10 @@ after their records were journaled). It is independent of the trace pipeline and
   request's fields);
 - one decision record per decision span, when it ends.
 
-`on_event` / `on_decision` run on the bot's thread: they build a small dict and call
-`Ledger.append`, which journals and enqueues in O(1). They never raise.
+`on_event` / `on_decision` run on the bot's thread: they write a compact journal line straight from
+the fields (`RecordBuilder.execution_line` / `decision_line`, `Ledger.append_line`: one `write`),
+which the shipper thread expands into the full record; when the fields need scrubbing (or are not
+plain) they build the full, scrubbed record instead (`Ledger.append`). They never raise.
 """
 
 from __future__ import annotations
@@ -46,14 +48,22 @@ class ExecutionLedgerProcessor(SpanProcessor):
     def on_event(self, event_type: str, fields: dict[str, Any], trace_id: int, span_id: int, ts_ns: int) -> None:
         """Journal one execution record built from the event's fields. Trading thread; never raises."""
         try:
-            self._ledger.append(self._builder.execution_event(event_type, fields, trace_id, span_id, ts_ns))
+            line = self._builder.execution_line(event_type, fields, trace_id, span_id, ts_ns)
+            if line is not None:
+                self._ledger.append_line(line, event_type)
+            else:
+                self._ledger.append(self._builder.execution_event(event_type, fields, trace_id, span_id, ts_ns))
         except Exception:
             self._failed()
 
     def on_decision(self, fields: dict[str, Any], trace_id: int, span_id: int, start_ns: int, end_ns: int) -> None:
         """Journal the decision record (its span ended). Trading thread; never raises."""
         try:
-            self._ledger.append(self._builder.decision_event(fields, trace_id, span_id, start_ns, end_ns))
+            line = self._builder.decision_line(fields, trace_id, span_id, start_ns, end_ns)
+            if line is not None:
+                self._ledger.append_line(line)
+            else:
+                self._ledger.append(self._builder.decision_event(fields, trace_id, span_id, start_ns, end_ns))
         except Exception:
             self._failed()
 

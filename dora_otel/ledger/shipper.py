@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 
 from dora_otel.ledger.journal import Journal
+from dora_otel.ledger.records import expand
 from dora_otel.protocols import InvalidRecordError, RetryableSinkError, Sink, SinkError
 
 __all__ = ["Shipper"]
@@ -247,7 +248,7 @@ class Shipper:
             return True
         if self.fallback:
             entries = list(itertools.islice(self.fallback, self.max_batch))
-            records = [orjson.loads(line) for line, _ in entries]
+            records = [expand(orjson.loads(line)) for line, _ in entries]
             if not self._ship(records, replayed=False):
                 return False
             for _ in entries:

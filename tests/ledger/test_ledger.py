@@ -134,7 +134,7 @@ def test_append_never_raises_when_a_write_fails(
     def broken_write(fd: int, data: bytes) -> int:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("dora_otel.ledger.journal.os.write", broken_write)
+    monkeypatch.setattr("dora_otel.ledger.journal.write_fd", broken_write)
     ledger.append(ledger_execution_record(seq=1))
     monkeypatch.undo()
     assert ledger.flush(5)

@@ -1,0 +1,125 @@
+"""CPU instructions the trading thread executes per hot-path cycle: a deterministic companion to
+hot_path.py for comparing two versions of the code on a noisy machine (timings there drift 2-3x
+between runs; instruction counts repeat to ~0.3%).
+
+The cycle is bench/_cycle.py's (a decision, two orders, 6 lines, 5 spans). The event thread is
+paused while the cycles run (it would otherwise add its own instructions), so the count is the
+trading thread's work plus the garbage collector's. Instructions are not time: dora's Python code
+runs fewer instructions per µs than the plain-logging baseline's C-heavy path, so this ranks
+changes to the same code, it does not replace the paired time ratios.
+
+Needs valgrind (Debian: `apt-get install valgrind`); runs the cycle under callgrind twice (0 and N
+cycles) and prints the difference per cycle:
+
+    python bench/cycle_instructions.py [--cycles 200] [--ledger off|sqlite] [--baseline]
+    PYTHONPATH=/path/to/other/checkout python bench/cycle_instructions.py   # the other version
+
+Knock-outs (what a part costs): `DORA_BENCH_KNOCKOUT=<name>` replaces one part with a no-op in the
+measured process; see KNOCKOUTS below. Not a test: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+
+def _knockouts() -> dict[str, Any]:
+    import logging
+
+    from dora_otel import _runtime, decorators, logs, spans
+
+    def emit(self: Any, level: int, event_type: str, message: Any, fields: dict[str, Any], span: Any = None) -> Any:
+        return fields
+
+    return {
+        "emit": lambda: setattr(_runtime.Runtime, "emit", emit),
+        "put_line": lambda: setattr(logs.LogPipeline, "put_line", lambda *a: None),
+        "span_end": lambda: setattr(spans.LiteTracer, "ended", lambda self, span: None),
+        "order_book": lambda: setattr(_runtime.OrderBook, "add", lambda *a: None),
+        "orders_hash": lambda: setattr(decorators, "expected_orders_hash", lambda targets: "x"),
+        "spread": lambda: setattr(decorators, "default_spread", lambda result, targets: None),
+        "client_order_id": lambda: setattr(_runtime, "client_order_id_for", lambda d, s: f"c-{s}"),
+        "bot_line": lambda: setattr(logging.getLogger("bench.bot"), "disabled", True),
+        "gc": lambda: __import__("gc").disable(),
+    }
+
+
+KNOCKOUTS = ("emit", "put_line", "span_end", "order_book", "orders_hash", "spread", "client_order_id", "bot_line",
+             "gc")
+
+
+def _run_cycles(cycles: int, ledger: str, baseline: bool) -> None:
+    """The measured process: set up, warm up, pause the event thread, run `cycles` cycles, exit."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _cycle import MARKET, baseline_cycle, instrumented_cycle
+
+    import dora_otel
+    from dora_otel import logs
+
+    devnull = open(os.devnull, "w")  # noqa: SIM115  open for the whole run
+    telemetry = dora_otel.setup(container_mode=True, stream=devnull, data_dir=tempfile.mkdtemp(prefix="dora-bench-"),
+                                ledger=ledger, install_signal_handlers=False, watchdog_seconds=0)
+    cycle = baseline_cycle(devnull) if baseline else instrumented_cycle()
+    for i in range(200):
+        cycle(MARKET, i)
+    telemetry.flush(60)
+    pipeline = logs.ACTIVE_PIPELINE
+    if pipeline is not None:  # the writer wakes only when kicked from here on
+        pipeline._writer._interval_s = 1e9
+        pipeline._writer.kick()
+        time.sleep(0.05)
+    knockout = os.environ.get("DORA_BENCH_KNOCKOUT")
+    if knockout:
+        _knockouts()[knockout]()
+    for i in range(cycles):
+        cycle(MARKET, i)
+    os._exit(0)  # no shutdown work in the count
+
+
+def _instructions(cycles: int, args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="dora-callgrind-") as tmp:
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out", sys.executable,
+               os.path.abspath(__file__), "--child", str(cycles), "--ledger", args.ledger]
+        if args.baseline:
+            cmd.append("--baseline")
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        found = re.search(r"refs:\s*([\d,]+)", done.stderr)
+        if found is None:
+            raise SystemExit(f"valgrind gave no instruction count:\n{done.stderr[-2000:]}")
+        return int(found.group(1).replace(",", ""))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cycles", type=int, default=200)
+    parser.add_argument("--ledger", default="off", choices=("off", "sqlite", "memory"))
+    parser.add_argument("--baseline", action="store_true", help="count the 6 plain log lines instead")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        _run_cycles(args.child, args.ledger, args.baseline)
+        return 0
+    if shutil.which("valgrind") is None:
+        print("cycle_instructions: valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
+        return 2
+    if os.environ.get("DORA_BENCH_KNOCKOUT", "") not in ("", *KNOCKOUTS):
+        print(f"cycle_instructions: unknown DORA_BENCH_KNOCKOUT; known: {', '.join(KNOCKOUTS)}", file=sys.stderr)
+        return 2
+    per_cycle = (_instructions(args.cycles, args) - _instructions(0, args)) / args.cycles
+    what = "6 plain log lines" if args.baseline else f"instrumented cycle, ledger={args.ledger}"
+    knockout = os.environ.get("DORA_BENCH_KNOCKOUT")
+    print(f"cycle_instructions ({what}{', without ' + knockout if knockout else ''}): "
+          f"{per_cycle:,.0f} instructions per cycle ({args.cycles} cycles, event thread paused)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
