@@ -405,7 +405,7 @@ class LiteTracer:
     def _encoded_bytes(self, span: LiteSpan) -> bytes:
         """`orjson.dumps(self._encoded(span))`, the same bytes: a span with nothing to scrub and
         no events (nearly all) is assembled by spanfile.span_bytes, without the span's dict."""
-        attributes = _plain_attributes(span)
+        attributes = _attributes_json(span)
         if attributes is None:
             return orjson.dumps(self._encoded(span))
         status = span.status or _UNSET
@@ -427,13 +427,81 @@ class LiteTracer:
 
 
 def _plain_attributes(span: LiteSpan) -> list[dict[str, Any]] | None:
-    """The OTLP attribute list of a span with nothing to scrub, built in one pass over its fields;
-    None when its name, status or a string needs scrubbing, a string sits under a sensitive name,
-    or it has events: then `_scrubbed` does it the general way.
+    """The OTLP attribute list of a span with nothing to scrub, the scrub test riding along
+    (`_checked_attribute`, as in logs.JsonFormatter.encode); None when its name, status or a string
+    needs scrubbing, a string sits under a sensitive name, or it has events: then `_scrubbed` does
+    it the general way."""
+    checks = _span_checks(span)
+    return None if checks is None else _checked_attributes(span, *checks)
 
-    The fields' scrub verdict is usually known already: the event's line tested the same dict
-    (scrub.event_verdict, remembered by identity); then its values are written as they are. Else
-    the scrub test rides along (`_checked_attribute`), as in logs.JsonFormatter.encode."""
+
+def _attributes_json(span: LiteSpan) -> bytes | None:
+    """`orjson.dumps(_plain_attributes(span))`, the same bytes (None likewise).
+
+    The common case is hand-written for speed (event thread, every span): the fields' scrub verdict
+    is known already — the event's line tested the same dict (scrub.event_verdict, remembered by
+    identity) — so their values are written as they are, each as a cached `{"key":"dora.<name>",
+    "value":{"<kind>Value":` prefix and its value's JSON, joined once: no two dicts per attribute."""
+    checks = _span_checks(span)
+    if checks is None:
+        return None
+    new, more = checks
+    fields, event_type = span.fields, span.event_type
+    if (type(event_type) is not str or (more and not fields.keys().isdisjoint(k[5:] for k in more))
+            or event_verdict(fields, True) is None):
+        attributes = _checked_attributes(span, new, more)
+        return None if attributes is None else _dumps(attributes)
+    # Every part starts with the `}},` that closes the one before (the first is cut off below).
+    parts = [_EVENT_TYPE_PREFIX, _dumps(event_type)] if event_type else []
+    append = parts.append
+    for key, value in fields.items():
+        if value is None or key in _SPAN_SKIP:
+            continue
+        kind = type(value)
+        if kind is str:
+            append(_STR_PREFIX.get(key) or _attribute_prefix(_STR_PREFIX, b"stringValue", key))
+            append(_dumps(value))
+        elif kind is int:  # (proto3 JSON writes int64 as a string)
+            append(_INT_PREFIX.get(key) or _attribute_prefix(_INT_PREFIX, b"intValue", key))
+            append(b'"%d"' % value)
+        elif kind is float:
+            append(_FLOAT_PREFIX.get(key) or _attribute_prefix(_FLOAT_PREFIX, b"doubleValue", key))
+            append(_dumps(value))
+        elif kind is bool:
+            append(_BOOL_PREFIX.get(key) or _attribute_prefix(_BOOL_PREFIX, b"boolValue", key))
+            append(b"true" if value else b"false")
+        else:  # a list of rows: JSON text
+            append(_STR_PREFIX.get(key) or _attribute_prefix(_STR_PREFIX, b"stringValue", key))
+            append(_dumps(flat_value(value)))
+    for key, value in more.items():
+        append(b"}},")
+        append(_dumps({"key": key, "value": value})[:-2])
+    if new and not texts_clean(new, max(map(len, new))):
+        return None
+    return b"[" + b"".join(parts)[3:] + b"}}]" if parts else b"[]"
+
+
+_dumps = orjson.dumps
+_EVENT_TYPE_PREFIX = b'}},{"key":"dora.event_type","value":{"stringValue":'
+# `}},{"key":"dora.<name>","value":{"<kind>Value":` by field name, one cache per kind. Bounded.
+_STR_PREFIX: dict[str, bytes] = {}
+_INT_PREFIX: dict[str, bytes] = {}
+_FLOAT_PREFIX: dict[str, bytes] = {}
+_BOOL_PREFIX: dict[str, bytes] = {}
+
+
+def _attribute_prefix(cache: dict[str, bytes], kind: bytes, key: str) -> bytes:
+    prefix = b'}},{"key":%b,"value":{"%b":' % (_dumps("dora." + key), kind)
+    if len(cache) > 10_000:  # (hostile bots may invent field names without end)
+        cache.clear()
+    cache[key] = prefix
+    return prefix
+
+
+def _span_checks(span: LiteSpan) -> tuple[list[str], dict[str, Any]] | None:
+    """The parts of a span's scrub test outside its fields: its name and status description not
+    known clean (returned, for the joined test) and its attributes set by name, checked and in
+    OTLP form (`more`); None when it has events or such an attribute needs scrubbing."""
     if span.events:
         return None
     known = known_clean
@@ -441,39 +509,18 @@ def _plain_attributes(span: LiteSpan) -> list[dict[str, Any]] | None:
     status = span.status
     if status is not None and status.description and status.description not in known:
         new.append(status.description)
-    event_type = span.event_type
-    head = {"key": "dora.event_type", "value": attribute_value(event_type)}
-    fields, extra = span.fields, span.extra
     more: dict[str, Any] = {}
-    for key, value in extra.items():  # (set by name: "dora.status"; most spans have none)
+    for key, value in span.extra.items():  # (set by name: "dora.status"; most spans have none)
         if value is not None and not _checked_attribute(more, key[5:] if key.startswith("dora.") else key, value, new):
             return None
-    if (not more or fields.keys().isdisjoint(k[5:] for k in more)) and event_verdict(fields, True) is not None:
-        # The common case, hand-written for speed (event thread, every span): no key can repeat,
-        # so the list is built straight away; the values need no test and no conversion but
-        # OTLP's own (int64 as text, a list of rows as JSON text: `flat_value`).
-        out = [head] if event_type else []
-        for key, value in fields.items():
-            if value is None or key in _SPAN_SKIP:
-                continue
-            kind = type(value)
-            if kind is str:
-                attr = {"stringValue": value}
-            elif kind is int:
-                attr = {"intValue": str(value)}  # proto3 JSON writes int64 as a string
-            elif kind is float:
-                attr = {"doubleValue": value}
-            elif kind is bool:
-                attr = {"boolValue": value}
-            else:  # a list of rows
-                attr = {"stringValue": flat_value(value)}
-            out.append({"key": "dora." + key, "value": attr})
-        out.extend({"key": k, "value": v} for k, v in more.items())
-        if new and not texts_clean(new, max(map(len, new))):
-            return None
-        return out
-    attributes: dict[str, Any] = {"dora.event_type": head["value"]} if event_type else {}
-    for key, value in fields.items():
+    return new, more
+
+
+def _checked_attributes(span: LiteSpan, new: list[str], more: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """`_plain_attributes` over the fields one by one (`_checked_attribute`), then `more`."""
+    event_type = span.event_type
+    attributes: dict[str, Any] = {"dora.event_type": attribute_value(event_type)} if event_type else {}
+    for key, value in span.fields.items():
         if value is not None and key not in _SPAN_SKIP and not _checked_attribute(attributes, key, value, new):
             return None
     attributes.update(more)  # (set by name: they win, in the field's place)
