@@ -44,7 +44,15 @@ from opentelemetry import trace
 
 from dora_otel import context, identity
 from dora_otel._rotating import RotatingAppender
-from dora_otel.scrub import known_clean, ordinary_key, ordinary_keys, scrub_record, scrub_text, texts_clean
+from dora_otel.scrub import (
+    event_verdict,
+    known_clean,
+    ordinary_key,
+    ordinary_keys,
+    scrub_record,
+    scrub_text,
+    texts_clean,
+)
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _PROBE = logging.LogRecord("probe", logging.INFO, "p", 0, "m", None, None)
@@ -175,14 +183,31 @@ def _clean(value: Any) -> Any:
     return converted if type(converted) is str else _clean(converted)
 
 
+def _dumps_plain(body: dict[str, Any]) -> str:
+    """`dumps_line(body)[1:]` for a body `scrub.event_verdict` vouched for (str keys; plain values
+    orjson writes itself): no fallback hook needed."""
+    try:
+        out = orjson.dumps(body)
+    except Exception:  # (not expected: the values were checked)
+        return dumps_line(body)[1:]
+    if b"\xe2\x80" in out:
+        out = _escape_line_breaks(out)
+    return out[1:].decode("utf-8")
+
+
+def _escape_line_breaks(out: bytes) -> bytes:
+    """U+2028/U+2029 are line breaks for some readers (str.splitlines, JS): written escaped."""
+    return out.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
+
+
 def dumps_line(payload: dict[str, Any]) -> str:
     """Encode one line. Never raises: a value nothing can encode becomes its string form."""
     try:
         out = orjson.dumps(payload, default=_json_default, option=_ORJSON_OPTS)
     except Exception:
         out = orjson.dumps({k: v if type(v) is str else _safe_str(v) for k, v in payload.items()})
-    if b"\xe2\x80" in out:  # U+2028/U+2029 are line breaks for some readers (str.splitlines, JS)
-        out = out.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
+    if b"\xe2\x80" in out:
+        out = _escape_line_breaks(out)
     return out.decode("utf-8")
 
 
@@ -239,7 +264,7 @@ class JsonFormatter(logging.Formatter):
         return self.encode(record.created, record.levelname, message, record.name, fields)
 
     def encode(self, created: float, levelname: str, message: str, logger: str, fields: Mapping[str, Any],
-               ids: tuple[int, int] | None = None) -> str:
+               ids: tuple[int, int] | None = None, shared: bool = False) -> str:
         """One JSON line: `ts`, `level`, identity, `message`, `event_type`, `seq`, `logger`, then the
         event's fields (None left out; a field named like a base field, with another value, written
         as `field_<name>`), scrubbed (scrub.scrub_record; the base fields are dora's own).
@@ -247,10 +272,24 @@ class JsonFormatter(logging.Formatter):
         Hand-assembled for speed (writer thread, every line): the fields go into a dict that starts
         at `message` and is scrubbed and encoded alone, behind the identity part encoded once at
         setup — the same bytes as encoding the whole line dict. `ids`: the line's (trace_id,
-        span_id) as ints, written last as hex (`_Line.ids`: formatted here, not on the trading thread)."""
+        span_id) as ints, written last as hex (`_Line.ids`: formatted here, not on the trading thread).
+        `shared`: `fields` is a dora event's dict, which its span shares and nobody changes once
+        queued: its scrub verdict is kept for the span (scrub.event_verdict)."""
         if not _PROTECTED.isdisjoint(fields):
             return self._encode_protected(created, levelname, message, logger, fields, ids)
         body: dict[str, Any] = {"message": message, "event_type": None, "seq": None, "logger": logger}
+        nones = event_verdict(fields, shared, (message, logger))
+        if nones is not None:
+            # Nothing to scrub and no value to convert (scrub.event_verdict): the fields are copied
+            # in one C-level update.
+            body.update(fields)
+            for key in nones:  # (absent, not null; event_type and seq keep their places)
+                if key != "event_type" and key != "seq":
+                    del body[key]
+            if ids is not None:
+                body["trace_id"], body["span_id"] = f"{ids[0]:032x}", f"{ids[1]:016x}"
+            level = self._level_json.get(levelname) or self._level(levelname)
+            return f'{{"ts":"{self._ts(created)}","level":{level},{self._identity_json},{_dumps_plain(body)}'
         # Scrubbing rides along: the untrusted strings not known clean are gathered for one joined
         # test (scrub.texts_clean); anything else (a container, a str under a sensitive name, an
         # unusual type) sends the body through scrub_record as a whole.
@@ -291,10 +330,14 @@ class JsonFormatter(logging.Formatter):
             scrub_record(body, _LINE_TRUSTED)  # (ts, level and the identity are trusted: never changed)
         if ids is not None:
             body["trace_id"], body["span_id"] = f"{ids[0]:032x}", f"{ids[1]:016x}"
+        level = self._level_json.get(levelname) or self._level(levelname)
+        return f'{{"ts":"{self._ts(created)}","level":{level},{self._identity_json},{dumps_line(body)[1:]}'
+
+    def _level(self, levelname: str) -> str:
         level = self._level_json.get(levelname)
         if level is None:
             level = self._level_json[levelname] = dumps_line({"v": levelname})[5:-1]
-        return f'{{"ts":"{self._ts(created)}","level":{level},{self._identity_json},{dumps_line(body)[1:]}'
+        return level
 
     def _encode_protected(self, created: float, levelname: str, message: str, logger: str,
                           fields: Mapping[str, Any], ids: tuple[int, int] | None = None) -> str:
@@ -324,7 +367,7 @@ class JsonFormatter(logging.Formatter):
         """The JSON line of a queued dora event line (writer thread). Never raises."""
         try:
             return self.encode(item.created, _level_name(item.level), item.text(), item.logger, item.fields,
-                               item.ids)
+                               item.ids, item.source is None)
         except Exception as exc:
             return self.error_line(exc)
 

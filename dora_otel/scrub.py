@@ -123,6 +123,7 @@ def register_secrets(values: Iterable[Any]) -> None:
         # Longest first, so a value containing another is masked whole.
         _secrets = tuple(sorted(set(_secrets) | new, key=len, reverse=True))
         _seen_clean.clear()
+        _event_verdicts.clear()
 
 
 def secrets_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -153,6 +154,7 @@ def clear_secrets() -> None:
     with _secrets_lock:
         _secrets = ()
         _seen_clean.clear()
+        _event_verdicts.clear()
 
 
 # ----------------------------------------------------------------------------- text
@@ -310,6 +312,8 @@ def _collect(obj: Any, texts: list[str], depth: int, trusted: frozenset[str]) ->
             continue
         if type(key) is str and key not in _seen_clean:
             texts.append(key)
+            if len(key) > longest and key.lower() != key and key.upper() != key:
+                longest = len(key)  # (a nested key is text too: a base64 run there is masked)
         kind = type(value)
         if kind is str:
             if is_sensitive_key(key):
@@ -374,6 +378,114 @@ def ordinary_key(key: Any) -> bool:
     if len(ordinary_keys) > 10_000:  # bounded, like the name cache
         ordinary_keys.clear()
     ordinary_keys.add(key)
+    return True
+
+
+# ----------------------------------------------------------------------------- an event's fields
+_I64_MIN, _I64_MAX = -(2**63), 2**63
+_NO_NONES: tuple[str, ...] = ()
+#: Fields dora-otel itself sets on an event, trusted (not scanned) by both the JSON line encoder and
+#: the span encoder: `event_verdict` does not test their str values either.
+EVENT_TRUSTED = frozenset({"bot_run_id", "env", "bot_version", "trace_id", "span_id", "event_type", "seq"})
+# Event dicts found clean, by id, with the dict itself (so the id cannot be reused while the entry
+# lives) and its None-valued keys. Bounded; cleared when a secret is registered.
+_event_verdicts: dict[int, tuple[Mapping[str, Any], tuple[str, ...]]] = {}
+
+
+def event_verdict(fields: Mapping[str, Any], remember: bool = False,
+                 also: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """One verdict on an event's fields for the encoders of the log writer thread (its JSON line,
+    its span): the keys whose value is None (empty tuple: none) when nothing in `fields` (nor in
+    the strings `also`: a line's message) can be masked, else None (then the caller scrubs the
+    general way).
+
+    Clean means: every key is a str; every value is None, bool, a 64-bit signed int, a finite
+    float, a str, or a list of dicts ("rows": a decision's targets) whose keys are str and values
+    None / bool / 64-bit int / finite float / str; no str (nor a list) sits under a sensitive name,
+    at the top or in a row; and the strings (values, row keys) pass `texts_clean` or are
+    `known_clean`, except the values of `EVENT_TRUSTED` fields. Then `scrub_record` (with a trusted
+    set holding `EVENT_TRUSTED`) returns such a record unchanged and `scrub_value` returns equal
+    copies of its values: the caller may write them as they are. (Top-level keys are never
+    rewritten by the policy, so they are not tested as text.)
+
+    `remember`: keep the fields' verdict for this very dict (by identity), so the event's line and
+    its span (which share one dict that nobody changes once queued) test it once. Only for such
+    dicts."""
+    known = _seen_clean
+    if remember:
+        entry = _event_verdicts.get(id(fields))
+        if entry is not None and entry[0] is fields:
+            if also:
+                new = [text for text in also if text not in known]
+                if new and not texts_clean(new, max(map(len, new))):
+                    return None
+            return entry[1]
+    ordinary = ordinary_keys
+    new = [text for text in also if text not in known]
+    nones: list[str] = []
+    for key, value in fields.items():
+        kind = type(value)
+        if kind is str:
+            if key in EVENT_TRUSTED:
+                continue
+            if key not in ordinary and not ordinary_key(key):
+                return None
+            if value not in known:
+                new.append(value)
+        elif kind is int:  # (the literals are -2**63 and 2**63: constants, not global lookups)
+            if not -9223372036854775808 <= value < 9223372036854775808 or type(key) is not str:
+                return None
+        elif kind is float:
+            if value - value != 0 or type(key) is not str:  # (nan and inf give nan)
+                return None
+        elif value is None:
+            if type(key) is not str:
+                return None
+            nones.append(key)
+        elif kind is bool:
+            if type(key) is not str:
+                return None
+        elif kind is list:
+            if (key not in ordinary and not ordinary_key(key)) or not _rows_clean(value, new):
+                return None
+        else:
+            return None
+    if new and not texts_clean(new, max(map(len, new))):
+        return None  # (not remembered: the fields may be clean and `also` not)
+    verdict = tuple(nones) if nones else _NO_NONES
+    if remember:
+        if len(_event_verdicts) > 256:
+            _event_verdicts.clear()
+        _event_verdicts[id(fields)] = (fields, verdict)
+    return verdict
+
+
+def _rows_clean(rows: list[Any], new: list[str]) -> bool:
+    """`event_verdict` for a list of flat dicts: True when it holds nothing but rows of plain values
+    with no str under a sensitive name; their strings not known clean are added to `new`."""
+    known = _seen_clean
+    for row in rows:
+        if type(row) is not dict:
+            return False
+        for key, value in row.items():
+            if type(key) is not str:
+                return False
+            if key not in known:
+                new.append(key)
+            kind = type(value)
+            if kind is str:
+                if key not in ordinary_keys and not ordinary_key(key):
+                    return False
+                if value not in known:
+                    new.append(value)
+            elif kind is int:
+                if not _I64_MIN <= value < _I64_MAX:
+                    return False
+            elif kind is float:
+                if value - value != 0:
+                    return False
+            elif value is not None and kind is not bool:
+                return False
     return True
 
 

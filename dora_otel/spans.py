@@ -67,6 +67,7 @@ from dora_otel._version import __version__
 from dora_otel.exchange import safe_text
 from dora_otel.scrub import (
     TRUSTED_FIELDS,
+    event_verdict,
     known_clean,
     needs_scrub,
     ordinary_key,
@@ -75,7 +76,7 @@ from dora_otel.scrub import (
     scrub_text,
     texts_clean,
 )
-from dora_otel.spanfile import attribute_list, attribute_value, span_json
+from dora_otel.spanfile import attribute_list, attribute_value, span_bytes, span_json
 
 _log = logging.getLogger("dora_otel.internal")
 _time_ns = time.time_ns
@@ -347,7 +348,7 @@ class LiteTracer:
                 self.export(span)
                 return False
             pending = self._pending
-            pending.append(orjson.dumps(self._encoded(span)))  # bytes: no containers for the GC to scan
+            pending.append(self._encoded_bytes(span))  # bytes: no containers for the GC to scan
             if len(pending) >= self._batch_max:
                 self.flush_export()
                 return False
@@ -401,6 +402,16 @@ class LiteTracer:
             status=status or _UNSET, start_time=span.start_ns, end_time=span.end_ns,
             instrumentation_scope=self.scope)
 
+    def _encoded_bytes(self, span: LiteSpan) -> bytes:
+        """`orjson.dumps(self._encoded(span))`, the same bytes: a span with nothing to scrub and
+        no events (nearly all) is assembled by spanfile.span_bytes, without the span's dict."""
+        attributes = _attributes_json(span)
+        if attributes is None:
+            return orjson.dumps(self._encoded(span))
+        status = span.status or _UNSET
+        return span_bytes(span.trace_id, span.span_id, span.parent_id, span.name, _INTERNAL, span.start_ns,
+                          span.end_ns, attributes, status.status_code, status.description)
+
     def _encoded(self, span: LiteSpan) -> dict[str, Any]:
         """The span in the spans file's OTLP JSON form, scrubbed: what `readable` followed by
         spanfile.encode_span gives, without building the SDK objects."""
@@ -416,42 +427,127 @@ class LiteTracer:
 
 
 def _plain_attributes(span: LiteSpan) -> list[dict[str, Any]] | None:
-    """The OTLP attribute list of a span with nothing to scrub, built in one pass over its fields
-    (the scrub test rides along, as in logs.JsonFormatter.encode: the untrusted strings not known
-    clean get one joined scrub.texts_clean; a container goes through scrub_record on its own);
-    None when its name, status or a string needs scrubbing, a string sits under a sensitive name,
-    or it has events: then `_scrubbed` does it the general way."""
+    """The OTLP attribute list of a span with nothing to scrub, the scrub test riding along
+    (`_checked_attribute`, as in logs.JsonFormatter.encode); None when its name, status or a string
+    needs scrubbing, a string sits under a sensitive name, or it has events: then `_scrubbed` does
+    it the general way."""
+    checks = _span_checks(span)
+    return None if checks is None else _checked_attributes(span, *checks)
+
+
+def _attributes_json(span: LiteSpan) -> bytes | None:
+    """`orjson.dumps(_plain_attributes(span))`, the same bytes (None likewise).
+
+    The common case is hand-written for speed (event thread, every span): the fields' scrub verdict
+    is known already — the event's line tested the same dict (scrub.event_verdict, remembered by
+    identity) — so their values are written as they are, each as a cached `{"key":"dora.<name>",
+    "value":{"<kind>Value":` prefix and its value's JSON, joined once: no two dicts per attribute."""
+    checks = _span_checks(span)
+    if checks is None:
+        return None
+    new, more = checks
+    fields, event_type = span.fields, span.event_type
+    if (type(event_type) is not str or (more and not fields.keys().isdisjoint(k[5:] for k in more))
+            or event_verdict(fields, True) is None):
+        attributes = _checked_attributes(span, new, more)
+        return None if attributes is None else _dumps(attributes)
+    # Every part starts with the `}},` that closes the one before (the first is cut off below).
+    parts = [_EVENT_TYPE_PREFIX, _dumps(event_type)] if event_type else []
+    append = parts.append
+    for key, value in fields.items():
+        if value is None or key in _SPAN_SKIP:
+            continue
+        kind = type(value)
+        if kind is str:
+            append(_STR_PREFIX.get(key) or _attribute_prefix(_STR_PREFIX, b"stringValue", key))
+            append(_dumps(value))
+        elif kind is int:  # (proto3 JSON writes int64 as a string)
+            append(_INT_PREFIX.get(key) or _attribute_prefix(_INT_PREFIX, b"intValue", key))
+            append(b'"%d"' % value)
+        elif kind is float:
+            append(_FLOAT_PREFIX.get(key) or _attribute_prefix(_FLOAT_PREFIX, b"doubleValue", key))
+            append(_dumps(value))
+        elif kind is bool:
+            append(_BOOL_PREFIX.get(key) or _attribute_prefix(_BOOL_PREFIX, b"boolValue", key))
+            append(b"true" if value else b"false")
+        else:  # a list of rows: JSON text
+            append(_STR_PREFIX.get(key) or _attribute_prefix(_STR_PREFIX, b"stringValue", key))
+            append(_dumps(flat_value(value)))
+    for key, value in more.items():
+        append(b"}},")
+        append(_dumps({"key": key, "value": value})[:-2])
+    if new and not texts_clean(new, max(map(len, new))):
+        return None
+    return b"[" + b"".join(parts)[3:] + b"}}]" if parts else b"[]"
+
+
+_dumps = orjson.dumps
+_EVENT_TYPE_PREFIX = b'}},{"key":"dora.event_type","value":{"stringValue":'
+# `}},{"key":"dora.<name>","value":{"<kind>Value":` by field name, one cache per kind. Bounded.
+_STR_PREFIX: dict[str, bytes] = {}
+_INT_PREFIX: dict[str, bytes] = {}
+_FLOAT_PREFIX: dict[str, bytes] = {}
+_BOOL_PREFIX: dict[str, bytes] = {}
+
+
+def _attribute_prefix(cache: dict[str, bytes], kind: bytes, key: str) -> bytes:
+    prefix = b'}},{"key":%b,"value":{"%b":' % (_dumps("dora." + key), kind)
+    if len(cache) > 10_000:  # (hostile bots may invent field names without end)
+        cache.clear()
+    cache[key] = prefix
+    return prefix
+
+
+def _span_checks(span: LiteSpan) -> tuple[list[str], dict[str, Any]] | None:
+    """The parts of a span's scrub test outside its fields: its name and status description not
+    known clean (returned, for the joined test) and its attributes set by name, checked and in
+    OTLP form (`more`); None when it has events or such an attribute needs scrubbing."""
     if span.events:
         return None
-    raw = {k: v for k, v in span.fields.items() if v is not None and k not in _SPAN_SKIP}
-    for key, value in span.extra.items():
-        if value is not None:
-            raw[key[5:] if key.startswith("dora.") else key] = value
     known = known_clean
     new = [] if span.name in known else [span.name]
     status = span.status
     if status is not None and status.description and status.description not in known:
         new.append(status.description)
+    more: dict[str, Any] = {}
+    for key, value in span.extra.items():  # (set by name: "dora.status"; most spans have none)
+        if value is not None and not _checked_attribute(more, key[5:] if key.startswith("dora.") else key, value, new):
+            return None
+    return new, more
+
+
+def _checked_attributes(span: LiteSpan, new: list[str], more: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """`_plain_attributes` over the fields one by one (`_checked_attribute`), then `more`."""
     event_type = span.event_type
     attributes: dict[str, Any] = {"dora.event_type": attribute_value(event_type)} if event_type else {}
-    for key, value in raw.items():
-        kind = type(value)
-        if kind is str:
-            if key not in _TRUSTED:
-                if key not in ordinary_keys and not ordinary_key(key):
-                    return None
-                if value not in known:
-                    new.append(value)
-            attributes["dora." + key] = {"stringValue": value}
-        elif kind is int and _I64_MIN <= value < _I64_MAX:
-            attributes["dora." + key] = {"intValue": str(value)}  # proto3 JSON writes int64 as a string
-        elif kind is float or kind is bool:
-            attributes["dora." + key] = attribute_value(value)
-        else:  # a container, a big int, another type: scrubbed on its own, then flattened
-            attributes["dora." + key] = attribute_value(flat_value(scrub_record({key: value}, _TRUSTED)[key]))
+    for key, value in span.fields.items():
+        if value is not None and key not in _SPAN_SKIP and not _checked_attribute(attributes, key, value, new):
+            return None
+    attributes.update(more)  # (set by name: they win, in the field's place)
     if new and not texts_clean(new, max(map(len, new))):
         return None
     return [{"key": k, "value": v} for k, v in attributes.items()]
+
+
+def _checked_attribute(attributes: dict[str, Any], key: str, value: Any, new: list[str]) -> bool:
+    """Add `dora.<key>` to `attributes` for `_plain_attributes`, testing it for scrubbing on the
+    way: False when a string sits under a sensitive name (the span is then built the general way);
+    strings not known clean are added to `new` for one joined test."""
+    kind = type(value)
+    if kind is str:
+        if key not in _TRUSTED:
+            if key not in ordinary_keys and not ordinary_key(key):
+                return False
+            if value not in known_clean:
+                new.append(value)
+        attributes["dora." + key] = {"stringValue": value}
+    elif kind is int and _I64_MIN <= value < _I64_MAX:
+        attributes["dora." + key] = {"intValue": str(value)}  # proto3 JSON writes int64 as a string
+    elif kind is float or kind is bool:
+        attributes["dora." + key] = attribute_value(value)
+    else:  # a container, a big int, another type: scrubbed on its own, then flattened
+        attributes["dora." + key] = attribute_value(flat_value(scrub_record({key: value}, _TRUSTED)[key]))
+    return True
 
 
 def _scrubbed(span: LiteSpan) -> tuple[str, dict[str, Any], Status | None, list[tuple[str, dict[str, Any], int]]]:

@@ -414,3 +414,86 @@ def test_the_fast_line_encoder_writes_what_the_whole_line_scrub_writes():
         check()
     finally:
         scrub.clear_secrets()
+
+
+# A decision's targets and the like: lists of flat rows, with adversarial keys and values.
+_ROW_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-(2**64), 2**64), st.floats(), _SCRUB_TEXTS,
+                        st.text(max_size=8))
+_ROW_KEYS = st.one_of(st.sampled_from(("side", "price", "size", "slot", "client_order_id", "api_key", "token",
+                                       "token_count", "keyboard", "tokens")), _SCRUB_TEXTS, st.text(max_size=6))
+_ROWS = st.lists(st.one_of(st.dictionaries(_ROW_KEYS, _ROW_VALUES, max_size=4),
+                           st.dictionaries(st.integers(0, 3), _ROW_VALUES, max_size=2), _ROW_VALUES), max_size=3)
+_EVENT_FIELDS = st.dictionaries(_FIELD_KEYS, st.one_of(_FIELD_VALUES, _ROWS, _ROWS), max_size=8)
+
+
+def test_the_shared_scrub_verdict_never_lets_through_what_scrub_record_would_change():
+    """scrub.event_verdict (the one verdict an event's line and span share) says clean only for
+    fields that scrub_record leaves as they are and whose values scrub_value copies unchanged —
+    for flat values and lists of rows (a decision's targets), credentials, sensitive names at any
+    depth, odd numbers and keys included; and the line written through it (remembered or not) is
+    the reference line."""
+    import copy
+
+    from dora_otel import logs, scrub
+
+    formatter = logs.JsonFormatter({"service": "svc", "env": "dev", "bot_version": "1.2",
+                                    "bot_run_id": "20250101-000000-abcd"})
+    scrub.register_secrets(["registered-secret-value!"])
+    try:
+        @settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+        @given(fields=_EVENT_FIELDS, message=_SCRUB_TEXTS)
+        def check(fields, message):
+            for remember in (False, True, True):  # the third time from the remembered verdict
+                verdict = scrub.event_verdict(fields, remember)
+                if verdict is not None:
+                    assert set(verdict) == {k for k, v in fields.items() if v is None}
+                    for trusted in (logs._LINE_TRUSTED, scrub.TRUSTED_FIELDS - {"decision_id"}):
+                        assert scrub.scrub_record(copy.deepcopy(fields), trusted) == fields
+                    untrusted = {k: v for k, v in fields.items() if k not in scrub.EVENT_TRUSTED}
+                    assert {k: scrub.scrub_field(k, v) for k, v in untrusted.items()} == untrusted
+                fast = formatter.encode(1_700_000_000.25, "INFO", message, "dora_otel", fields, (5, 6), remember)
+                whole = formatter._encode_protected(1_700_000_000.25, "INFO", message, "dora_otel", fields, (5, 6))
+                assert fast == whole
+
+        for fields in ({"targets": [{"side": "yes", "price": 0.45, "size": 10}]},
+                       {"targets": [{"api_key": "sk-live-1234567"}]}, {"targets": [{"token_count": 3}]},
+                       {"targets": [{"registered-secret-value!": 1}]}, {"api_key": [{"side": "yes"}]},
+                       {"targets": [{"size": 2**64}]}, {"targets": [{"price": float("inf")}]},
+                       {"targets": [{1: "yes"}]}, {"targets": ["yes"]}, {"token": 3, "note": None},
+                       {"trace_id": "api_key=sk-live-123456", "note": "plain"}):
+            check.hypothesis.inner_test(fields, "plain words")
+        check()
+    finally:
+        scrub.clear_secrets()
+
+
+def test_a_remembered_verdict_is_forgotten_when_a_secret_is_registered():
+    from dora_otel import scrub
+
+    fields = {"note": "now-a-hidden-value"}
+    try:
+        assert scrub.event_verdict(fields, True) == ()
+        scrub.register_secrets(["now-a-hidden-value"])
+        assert scrub.event_verdict(fields, True) is None
+    finally:
+        scrub.clear_secrets()
+
+
+def test_event_trusted_fields_are_trusted_by_both_encoders():
+    """event_verdict skips the text test of EVENT_TRUSTED values: both the line encoder and the span
+    encoder must trust them too (else the shared verdict would skip a test one of them makes)."""
+    from dora_otel import logs, scrub, spans
+
+    assert scrub.EVENT_TRUSTED <= logs._LINE_TRUSTED
+    assert scrub.EVENT_TRUSTED <= spans._TRUSTED
+
+
+def test_a_base64_run_used_as_a_nested_key_is_masked_and_not_remembered_as_clean():
+    """Found by the span property test: scrub_record's one-string test did not count a nested key's
+    length toward the base64 rule, so a key holding a credential-shaped run passed unmasked and was
+    remembered as clean — after which the same run as a value passed too."""
+    from dora_otel import scrub
+
+    blob = "QWxhZGRpbjpvcGVuIHNlc2FtZQ0123456789abcdefABCDEFghijklmnopqrstuvwxyz"
+    assert scrub.scrub_record({"rows": [{blob: 1}]}) == {"rows": [{scrub.MASK: 1}]}
+    assert scrub.scrub_record({"note": blob}) == {"note": scrub.MASK}

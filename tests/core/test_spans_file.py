@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import logging
 
+from hypothesis import strategies as st
+
 import dora_otel
 from dora_otel._rotating import RotatingAppender
 from dora_otel.config import Config
@@ -193,4 +195,49 @@ def test_a_second_span_processor_gets_dora_spans_through_the_sdk(tmp_path):
         assert len(in_file) == len(in_memory) == 9
         assert {s["spanId"] for s in in_file} == {format(s.context.span_id, "016x") for s in in_memory}
     finally:
+        telemetry.shutdown()
+
+
+def test_the_spans_file_bytes_are_the_sdk_paths_for_any_fields(tmp_path):
+    """The event thread's span bytes (`_encoded_bytes`: the shared scrub verdict, spanfile.span_bytes)
+    are the bytes of the SDK path (ReadableSpan, scrubbed, encoded by the exporter's encoder) for
+    any event fields — lists of rows, credentials, sensitive names, odd values — with or without a
+    status, a parent, an attribute set by name, and whether or not the event's line tested the
+    same dict first."""
+    import orjson
+    from hypothesis import HealthCheck, given, settings
+    from opentelemetry.trace import Status, StatusCode
+
+    from dora_otel import _runtime, logs, scrub
+    from dora_otel.spanfile import encode_span
+    from tests.core.test_log_lines import _EVENT_FIELDS, _SCRUB_TEXTS
+
+    telemetry = dora_otel.setup(data_dir=tmp_path, container_mode=True, ledger="off", stream=io.StringIO(),
+                                install_signal_handlers=False, watchdog_seconds=0)
+    formatter = logs.JsonFormatter({"service": "svc", "env": "dev", "bot_version": "1", "bot_run_id": "r"})
+    scrub.register_secrets(["registered-secret-value!"])
+    try:
+        tracer = _runtime.ACTIVE.tracer
+
+        @settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+        @given(fields=_EVENT_FIELDS, status=st.sampled_from([None, "ok", "error"]), described=_SCRUB_TEXTS,
+               extra=st.sampled_from([None, "ACCEPTED", "api_key=sk-live-123456"]), child=st.booleans(),
+               line_first=st.booleans())
+        def check(fields, status, described, extra, child, line_first):
+            span = (tracer.start_child("order.place", 7, 9, True, ("ORDER_PLACE", fields)) if child
+                    else tracer.start_root("decision KX", ("DECISION_MADE", fields)))
+            if status == "ok":
+                span.set_status(Status(StatusCode.OK))
+            elif status == "error":
+                span.set_status(Status(StatusCode.ERROR, described))
+            if extra is not None:
+                span.set_attribute("dora.status", extra)
+            span.ended, span.end_ns = True, span.start_ns + 1000
+            if line_first and not logs._PROTECTED.intersection(fields):
+                formatter.encode(1.0, "INFO", "m", "dora_otel", fields, None, True)
+            assert tracer._encoded_bytes(span) == orjson.dumps(encode_span(tracer.readable(span)))
+
+        check()
+    finally:
+        scrub.clear_secrets()
         telemetry.shutdown()
