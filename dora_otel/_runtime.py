@@ -281,9 +281,9 @@ class Runtime:
         current span when `span` is None) and queued as one compact `logs._Line`: no LogRecord, no
         logging dispatch on this thread (other root handlers, the bot's own, still get a LogRecord
         here); the event thread formats the span's ids, renders the message and checks the key
-        fields. Otherwise (and in strict mode, which must raise here) the key fields are checked
-        here and a LogRecord goes through `Logger.handle`, the same filters and handlers as
-        `logger.log` (skipping the caller-frame walk).
+        fields (strict mode checks them here, to raise). Otherwise the key fields are checked here
+        and a LogRecord goes through `Logger.handle`, the same filters and handlers as `logger.log`
+        (skipping the caller-frame walk).
         """
         fields["event_type"] = event_type
         if "seq" not in fields:
@@ -291,15 +291,19 @@ class Runtime:
         log = self.log
         pipeline = logs.ACTIVE_PIPELINE
         handlers = _ROOT.handlers
-        if (not self.strict and pipeline is not None and pipeline.handler in handlers and not log.handlers
-                and not log.filters and not _ROOT.filters and log.propagate and not log.disabled
-                and not pipeline.handler.filters):
+        if (pipeline is not None and pipeline.handler in handlers and not log.handlers and not log.filters
+                and not _ROOT.filters and log.propagate and not log.disabled and not pipeline.handler.filters):
             if not log.isEnabledFor(level):
                 self._check_now(event_type, fields)
                 return fields
             # The usual case: the line is completed on the event thread (`logs._Line`): its span's
             # ids formatted, its message rendered from a template, its key fields checked (one
-            # ERROR line if one is missing; strict mode checks here, below, to raise).
+            # ERROR line if one is missing). Strict mode checks here, to raise into the bot.
+            if self.strict:
+                self._check_now(event_type, fields)
+                check = None
+            else:
+                check = self._check_later
             ids = _ids(span)
             if len(handlers) > 1:  # the bot's (or pytest's) own root handlers get a LogRecord, as before
                 record = logging.LogRecord(log.name, level, "dora_otel", 0, _text(message, fields), None, None)
@@ -317,7 +321,7 @@ class Runtime:
                 logs.add_trace_context(line)
             elif "decision_id" not in line or "market" not in line:  # (dora's own events name both)
                 logs.add_decision_context(line)
-            pipeline.put_line(level, message, line, _time(), ids, self._check_later)
+            pipeline.put_line(level, message, line, _time(), ids, check)
             return fields
         self._check_now(event_type, fields)  # raises SchemaError in strict mode
         _with_ids(fields, _ids(span))
