@@ -306,7 +306,7 @@ class Runtime:
                 check = self._check_later
             ids = _ids(span)
             if len(handlers) > 1:  # the bot's (or pytest's) own root handlers get a LogRecord, as before
-                record = logging.LogRecord(log.name, level, "dora_otel", 0, _text(message, fields), None, None)
+                record = logging.LogRecord(log.name, level, "dora_otel", 0, logs.render(message, fields), None, None)
                 record._dora = _with_ids(dict(fields), ids)  # type: ignore[attr-defined]
                 for handler in handlers:
                     if handler is not pipeline.handler and level >= handler.level:
@@ -327,7 +327,7 @@ class Runtime:
         _with_ids(fields, _ids(span))
         if not log.isEnabledFor(level):
             return fields
-        record = logging.LogRecord(log.name, level, "dora_otel", 0, _text(message, fields), None, None)
+        record = logging.LogRecord(log.name, level, "dora_otel", 0, logs.render(message, fields), None, None)
         record._dora = fields  # type: ignore[attr-defined]
         log.handle(record)
         return fields
@@ -356,12 +356,8 @@ def _ids(span: Any) -> tuple[int, int] | None:
 
 def _with_ids(fields: dict[str, Any], ids: tuple[int, int] | None) -> dict[str, Any]:
     if ids is not None:
-        fields["trace_id"], fields["span_id"] = f"{ids[0]:032x}", f"{ids[1]:016x}"
+        fields["trace_id"], fields["span_id"] = logs.hex_ids(ids)
     return fields
-
-
-def _text(message: str | logs.Template, fields: dict[str, Any]) -> str:
-    return message if type(message) is str else message.render(fields)  # type: ignore[union-attr]
 
 
 ACTIVE: Runtime | None = None
@@ -428,11 +424,6 @@ def attr(value: Any) -> Any:
     return safe_text(value)
 
 
-def attrs(values: dict[str, Any]) -> dict[str, Any]:
-    """Span attributes without the None values (OTel rejects None, with a warning per value)."""
-    return {k: v for k, v in values.items() if v is not None}
-
-
 _FIELD_LIMIT = 1_000
 _INT_RANGE = (-(2**63), 2**64)  # orjson's range (DynamoDB keeps 38 digits: inside it)
 _FLOAT_RANGE = (1e-130, 1e126)  # DynamoDB: 1E-130 <= |n| < 1E+126
@@ -450,10 +441,10 @@ def safe_value(value: Any, limit: int = _FIELD_LIMIT) -> Any:
     kind = type(value)
     if kind is str:  # the common cases first: this runs for every field of every order
         return value if len(value) <= limit and value.isascii() else safe_text(value, limit)
-    if kind is float:  # (_storable_float inlined: a price or size on every order)
-        return value if 1e-130 <= abs(value) < 1e126 or value == 0.0 else repr(value)
+    if kind is float:
+        return value if _storable_float(value) else repr(value)
     if kind is int:
-        return value if -(2**63) <= value < 2**64 else safe_text(value, 100)
+        return value if _INT_RANGE[0] <= value < _INT_RANGE[1] else safe_text(value, 100)
     if value is None or kind is bool:
         return value
     if kind is Decimal:

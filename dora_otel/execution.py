@@ -89,7 +89,7 @@ def record_fill(runtime: _runtime.Runtime, /, market: str | None = None, side: A
     unmatched_id = f"unmatched:{market}" if market is not None else "unmatched:unknown"
     record = dict(fields, decision_id=ref.decision_id if ref else unmatched_id)
     span = runtime.tracer.start_span("fill", context=parent_ctx, event=span_event("FILL", record))
-    token = otel_context.attach(set_span_in_context(span.api_span))
+    token = otel_context.attach(span.context())
     decision_token = (current_decision.set(DecisionRef(ref.decision_id, market, ref.span_context))
                       if ref else None)
     try:

@@ -287,7 +287,7 @@ class JsonFormatter(logging.Formatter):
                 if key != "event_type" and key != "seq":
                     del body[key]
             if ids is not None:
-                body["trace_id"], body["span_id"] = f"{ids[0]:032x}", f"{ids[1]:016x}"
+                body["trace_id"], body["span_id"] = hex_ids(ids)
             level = self._level_json.get(levelname) or self._level(levelname)
             return f'{{"ts":"{self._ts(created)}","level":{level},{self._identity_json},{_dumps_plain(body)}'
         # Scrubbing rides along: the untrusted strings not known clean are gathered for one joined
@@ -329,7 +329,7 @@ class JsonFormatter(logging.Formatter):
         if not plain or (new and not texts_clean(new, max(longest, len(message)))):
             scrub_record(body, _LINE_TRUSTED)  # (ts, level and the identity are trusted: never changed)
         if ids is not None:
-            body["trace_id"], body["span_id"] = f"{ids[0]:032x}", f"{ids[1]:016x}"
+            body["trace_id"], body["span_id"] = hex_ids(ids)
         level = self._level_json.get(levelname) or self._level(levelname)
         return f'{{"ts":"{self._ts(created)}","level":{level},{self._identity_json},{dumps_line(body)[1:]}'
 
@@ -360,7 +360,7 @@ class JsonFormatter(logging.Formatter):
                 key = f"field_{key}"
             line[key] = value if type(value) in _PLAIN else _clean(value)
         if ids is not None:
-            line["trace_id"], line["span_id"] = f"{ids[0]:032x}", f"{ids[1]:016x}"
+            line["trace_id"], line["span_id"] = hex_ids(ids)
         return dumps_line(scrub_record(line, _LINE_TRUSTED))
 
     def encode_line(self, item: _Line) -> str:
@@ -593,6 +593,16 @@ _LINE_TEMPLATE = dict(vars(logging.LogRecord(_OWN_LOGGER, logging.INFO, "dora_ot
 _START_TIME = _LINE_TEMPLATE["created"] - _LINE_TEMPLATE["relativeCreated"] / 1000.0
 
 
+def hex_ids(ids: tuple[int, int]) -> tuple[str, str]:
+    """(trace_id, span_id) as ints -> as a line writes them (32 and 16 hex digits)."""
+    return f"{ids[0]:032x}", f"{ids[1]:016x}"
+
+
+def render(message: str | Template, fields: Mapping[str, Any]) -> str:
+    """A line's message as text: itself, or its template rendered from the line's fields."""
+    return message if type(message) is str else message.render(fields)  # type: ignore[union-attr]
+
+
 class Template:
     """A line's message, made on the event thread from the line's own fields (`str.format_map`):
     the trading thread hands over the fields and does not format their numbers itself. A field the
@@ -638,8 +648,7 @@ class _Line(tuple):  # type: ignore[type-arg]
     source: logging.LogRecord | None = property(itemgetter(7))  # type: ignore[assignment]
 
     def text(self) -> str:
-        message = self[1]
-        return message if type(message) is str else message.render(self[2])  # type: ignore[no-any-return]
+        return render(self[1], self[2])
 
     def complete(self) -> None:
         """Run the deferred key-field check (event thread, once, before the line is written)."""
@@ -670,7 +679,8 @@ class _Line(tuple):  # type: ignore[type-arg]
             rd["name"] = self[6]
         fields, ids = self[2], self[4]
         if ids is not None:  # (a copy: the event's own dict is shared, never changed here)
-            fields = dict(fields, trace_id=f"{ids[0]:032x}", span_id=f"{ids[1]:016x}")
+            trace_hex, span_hex = hex_ids(ids)
+            fields = dict(fields, trace_id=trace_hex, span_id=span_hex)
         rd["_dora_fields"] = fields
         return record
 

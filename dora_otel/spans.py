@@ -162,10 +162,6 @@ class LiteSpan:
                                                        _NO_TRACE_STATE, True))
         return ctx
 
-    def hex_ids(self) -> tuple[str, str]:
-        """(trace_id, span_id) as the lines write them (32 and 16 hex digits)."""
-        return format(self.trace_id, "032x"), format(self.span_id, "016x")
-
     @property
     def api_span(self) -> NonRecordingSpan:
         """The lightweight OTel API span to make current while the bot's code runs."""

@@ -17,6 +17,12 @@ MAX_BYTES, BACKUPS = 32 * 1024, 2
 KEY_BODY = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7"
 
 
+def _start(tmp_path) -> dora_otel.Telemetry:
+    """Telemetry writing its spans to the file under tmp_path (no ledger, lines to memory)."""
+    return dora_otel.setup(data_dir=tmp_path, container_mode=True, ledger="off", stream=io.StringIO(),
+                           install_signal_handlers=False, watchdog_seconds=0)
+
+
 def _run_decisions(count: int) -> None:
     class Strategy:
         @dora_otel.decision_cycle(market="market")
@@ -38,8 +44,7 @@ def test_a_long_run_keeps_the_spans_directory_within_its_bound(tmp_path, monkeyp
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
     monkeypatch.setenv("DORA_SPANS_MAX_BYTES", str(MAX_BYTES))
     monkeypatch.setenv("DORA_SPANS_BACKUPS", str(BACKUPS))
-    telemetry = dora_otel.setup(data_dir=tmp_path, container_mode=True, ledger="off", stream=io.StringIO(),
-                                install_signal_handlers=False, watchdog_seconds=0)
+    telemetry = _start(tmp_path)
     try:
         _run_decisions(600)  # ~1,800 spans, several times the bound
         assert telemetry.flush(10)
@@ -60,8 +65,7 @@ def test_a_long_run_keeps_the_spans_directory_within_its_bound(tmp_path, monkeyp
 
 
 def test_read_spans_finds_a_decision_that_only_lives_in_a_rotated_file(tmp_path):
-    telemetry = dora_otel.setup(data_dir=tmp_path, container_mode=True, ledger="off", stream=io.StringIO(),
-                                install_signal_handlers=False, watchdog_seconds=0)
+    telemetry = _start(tmp_path)
     try:
         _run_decisions(1)
         assert telemetry.flush(10)
@@ -138,8 +142,7 @@ def test_spans_written_straight_to_the_file_are_those_the_sdk_path_writes(tmp_pa
     from dora_otel import _runtime
     from dora_otel.spanfile import encode_request, encode_span
 
-    telemetry = dora_otel.setup(data_dir=tmp_path, container_mode=True, ledger="off", stream=io.StringIO(),
-                                install_signal_handlers=False, watchdog_seconds=0)
+    telemetry = _start(tmp_path)
     try:
         tracer = _runtime.ACTIVE.tracer
         assert tracer._spans_file() is telemetry._span_exporter  # the spans file is the only output
@@ -161,8 +164,7 @@ def test_spans_written_straight_to_the_file_are_those_the_sdk_path_writes(tmp_pa
 
 
 def test_the_event_thread_writes_dora_spans_to_the_file_and_flush_waits_for_them(tmp_path):
-    telemetry = dora_otel.setup(data_dir=tmp_path, container_mode=True, ledger="off", stream=io.StringIO(),
-                                install_signal_handlers=False, watchdog_seconds=0)
+    telemetry = _start(tmp_path)
     try:
         _run_decisions(5)
         assert telemetry.flush(10)
@@ -183,8 +185,7 @@ def test_a_second_span_processor_gets_dora_spans_through_the_sdk(tmp_path):
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    telemetry = dora_otel.setup(data_dir=tmp_path, container_mode=True, ledger="off", stream=io.StringIO(),
-                                install_signal_handlers=False, watchdog_seconds=0)
+    telemetry = _start(tmp_path)
     exporter = InMemorySpanExporter()
     telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     try:
@@ -212,8 +213,7 @@ def test_the_spans_file_bytes_are_the_sdk_paths_for_any_fields(tmp_path):
     from dora_otel.spanfile import encode_span
     from tests.core.test_log_lines import _EVENT_FIELDS, _SCRUB_TEXTS
 
-    telemetry = dora_otel.setup(data_dir=tmp_path, container_mode=True, ledger="off", stream=io.StringIO(),
-                                install_signal_handlers=False, watchdog_seconds=0)
+    telemetry = _start(tmp_path)
     formatter = logs.JsonFormatter({"service": "svc", "env": "dev", "bot_version": "1", "bot_run_id": "r"})
     scrub.register_secrets(["registered-secret-value!"])
     try:
