@@ -15,9 +15,10 @@ writer thread, span export to the batch processor's thread, ledger shipping to t
     python bench/hot_path.py [--rounds 30] [--cycles 1000] [--ledger off|sqlite] [--file] [--clock thread|wall]
                              [--placed N]
 
-`--placed N` first places N orders (N/2 cycles), as a bot that has been trading for a while has:
-what dora-otel remembers of them (the order book joining results and fills to their decision)
-must not make later cycles dearer.
+`--placed N` first places N orders (N/2 cycles), as a bot that has been trading for a while has,
+and prints how long a full garbage collection then takes: what dora-otel remembers of them (the
+order book joining results and fills to their decision) must not make later cycles dearer nor
+the collector's pauses longer (a full collection stops every Python thread).
 
 Prints the median and quartiles of the per-round ratio. Not a test: nothing is asserted.
 """
@@ -62,6 +63,16 @@ def main() -> int:
         for i in range(start, min(start + 500, args.placed // 2)):
             instrumented("KXPAST", i)
         telemetry.flush(60)
+    if args.placed:
+        import gc
+        import time
+
+        gc.collect()  # (what the collector still tracks after the orders is what every full collection walks)
+        started = time.perf_counter()
+        gc.collect()
+        pause_ms = (time.perf_counter() - started) * 1000
+        print(f"after {args.placed:,} orders: a full garbage collection takes {pause_ms:.1f} ms "
+              f"({len(gc.get_objects()):,} objects tracked)")
     timed(baseline, False)  # warm up both paths
     timed(instrumented, True)
     ratios, base_us, inst_us = [], [], []
