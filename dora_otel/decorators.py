@@ -867,30 +867,48 @@ _NO_SIDES = frozenset({"no", "sell", "ask"})
 def default_spread(result: Any, targets: list[dict[str, Any]]) -> float | None:
     """`spread` from the return value, else from a two-sided quote: Kalshi YES and NO bids on the
     same market cost 1.00 (or 100 cents) together, so spread = 1 - yes - no."""
-    value = result.get("spread") if isinstance(result, dict) else getattr(result, "spread", None)
-    if value is not None and not isinstance(result, (list, tuple)):
-        return float(value)
-    yes: list[float] = []
-    no: list[float] = []
+    if not isinstance(result, (list, tuple)):  # (a list has no `spread`: no failed getattr per decision)
+        value = result.get("spread") if isinstance(result, dict) else getattr(result, "spread", None)
+        if value is not None:
+            return float(value)
+    best_yes: float | None = None
+    best_no: float | None = None
     for t in targets:
         price = t.get("price")
         if price is not None:
-            side = str(t.get("side")).lower()
+            side = t.get("side")
+            side = (side if type(side) is str else str(side)).lower()
             if side in _YES_SIDES:
-                yes.append(float(price))
+                price = float(price)
+                best_yes = price if best_yes is None or price > best_yes else best_yes
             elif side in _NO_SIDES:
-                no.append(float(price))
-    if not yes or not no:
+                price = float(price)
+                best_no = price if best_no is None or price > best_no else best_no
+    if best_yes is None or best_no is None:
         return None
-    best_yes, best_no = max(yes), max(no)
     whole = 100.0 if max(best_yes, best_no) > 1.0 else 1.0
     return round(whole - best_yes - best_no, 6)
 
 
 def expected_orders_hash(targets: list[dict[str, Any]]) -> str:
-    """A stable hash of the sorted target orders (side, price, size): equal plans hash equal."""
-    keys = [(str(t.get("side")), price_key(t.get("price")) or 0.0, size_key(t.get("size")) or 0.0) for t in targets]
+    """A stable hash of the sorted target orders (side, price, size): equal plans hash equal.
+    (Prices and sizes as floats, 0.0 when missing or not numbers; the usual float / int read
+    without a call.)"""
+    keys = []
+    for t in targets:
+        side, price, size = t.get("side"), t.get("price"), t.get("size")
+        keys.append((side if type(side) is str else str(side),
+                     (price or 0.0) if type(price) is float else (price_key(price) or 0.0),
+                     float(size) if type(size) is int else (size_key(size) or 0.0)))
     keys.sort()
-    return hashlib.sha256(orjson.dumps(keys)).hexdigest()[:32]
+    plan = tuple(keys)
+    digest = _PLAN_HASHES.get(plan)
+    if digest is None:
+        digest = hashlib.sha256(orjson.dumps(keys)).hexdigest()[:32]
+        if len(_PLAN_HASHES) >= 4096:  # a market maker repeats its plans: a small cache, emptied when full
+            _PLAN_HASHES.clear()
+        _PLAN_HASHES[plan] = digest
+    return digest
 
 
+_PLAN_HASHES: dict[tuple[tuple[str, float, float], ...], str] = {}
