@@ -213,6 +213,9 @@ class LiteSpan:
             return
         self.ended = True
         self.end_ns = _time_ns()
+        # The SpanContext made while the span was current is not kept while the span waits in the
+        # event queue: one tracked object less per span for the garbage collector to walk there.
+        self._ctx = None
         # No snapshot of `fields`: the decorators never change an event's dict once its line or
         # span is handed over (see Runtime.emit), so the event thread can read it as it is.
         self.tracer.ended(self)
