@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from opentelemetry.trace import (
     NonRecordingSpan,
@@ -206,11 +206,20 @@ class OrderRef(NamedTuple):
     decision_id: str
     span_context: SpanContext
     market: str | None
-    slot: int
+    slot: Any  # an int, or whatever a bot names its slots with (`slot=`: any storable value)
     side: Any
     price: Any
     size: Any
     client_order_id: str
+
+
+class OrderLookup(Protocol):
+    """What the decorators need of `Runtime.orders`: the in-memory `OrderBook`, or the ledger's
+    `OrderIndex` (which also remembers orders on disk)."""
+
+    def add(self, key: str, ref: OrderRef) -> None: ...
+
+    def find(self, *keys: Any) -> OrderRef | None: ...
 
 
 class OrderBook:
@@ -304,7 +313,7 @@ class Runtime:
         self.stats = stats
         self.ttl_days = ttl_days
         self.log = logging.getLogger(EVENTS_LOGGER)
-        self.orders = OrderBook()
+        self.orders: OrderLookup = OrderBook()
         self.latest: dict[Any, Decision] = {}  # market -> its last decision that returned
         self.running: dict[Any, Decision] = {}  # market -> its decision whose strategy is running now
         self.loops: collections.Counter[Any] = collections.Counter()
