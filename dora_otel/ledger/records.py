@@ -143,9 +143,17 @@ def expand(line: dict[str, Any]) -> dict[str, Any]:
     return _execution(record, line["e"])
 
 
+_is_float = float.__instancecheck__
+
+
 def _non_finite(fields: Mapping[str, Any]) -> bool:
-    """A top-level NaN or +-inf (orjson writes them as null; the full path keeps their text)."""
-    return any(type(v) is float and not math.isfinite(v) for v in fields.values())
+    """A top-level NaN or +-inf (orjson writes them as null; the full path keeps their text).
+
+    Only after `orjson.dumps(fields)` succeeded (it refuses float subclasses, so every float here
+    is a plain one): one sum in C instead of a Python test per value (an ORDER_RESULT always has a
+    null). A NaN or an infinity makes the sum non-finite; finite floats whose sum overflows only
+    send a clean record down the full path, which builds the same record."""
+    return not math.isfinite(sum(filter(_is_float, fields.values())))
 
 
 class RecordBuilder:

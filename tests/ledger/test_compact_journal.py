@@ -102,6 +102,7 @@ def test_fields_the_policy_would_mask_take_the_scrubbed_full_path(builder, secre
 
 @pytest.mark.parametrize("fields", [
     dict(ORDER, price=float("nan")),  # orjson would write null; the full path keeps "nan"
+    dict(ORDER, price=float("-inf"), error_msg=None),  # (also with a null beside it)
     dict(ORDER, size=2**70),  # beyond orjson's ints
     dict(ORDER, stack="Traceback ..."),  # not a record field: not journaled at all
     dict(ORDER, price=object()),  # not plain (a FILL's raw argument)
