@@ -170,6 +170,8 @@ def test_the_journal_write_keeps_the_contract_of_os_write(tmp_path):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         assert journal_mod.write_fd(fd, b'{"a":"\x00"}\n') == 10 and path.read_bytes() == b'{"a":"\x00"}\n'
+        assert journal_mod.write_fd(fd, bytearray(b"x\n")) == 2  # not bytes: through os.write
+        assert path.read_bytes() == b'{"a":"\x00"}\nx\n'
     finally:
         os.close(fd)
     with pytest.raises(OSError) as failed:
