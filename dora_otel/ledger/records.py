@@ -148,7 +148,7 @@ def _non_finite(fields: Mapping[str, Any]) -> bool:
     Runs for every ORDER_RESULT (its None fields are nulls too): a plain loop, and `v - v != 0`
     (nan for NaN and both infinities, 0.0 for any finite float) instead of a generator and a
     math.isfinite call per value: about 40 % fewer instructions."""
-    for value in fields.values():
+    for value in fields.values():  # noqa: SIM110  (any() over a generator: the slower form)
         if type(value) is float and value - value != 0:
             return True
     return False
