@@ -66,7 +66,8 @@ def main() -> int:
             saved.append(took[False] - took[True])
             whole.append(took[False])
         price, cycle_us = statistics.median(saved), statistics.median(whole)
-        print(f"{name:16s} {price:6.1f} us of {cycle_us:5.1f} us per cycle ({100 * price / cycle_us:3.0f}%)", flush=True)
+        share = 100 * price / cycle_us
+        print(f"{name:16s} {price:6.1f} us of {cycle_us:5.1f} us per cycle ({share:3.0f}%)", flush=True)
     telemetry.shutdown(reason="bench")
     return 0
 
