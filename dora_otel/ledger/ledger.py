@@ -374,18 +374,18 @@ class Ledger:
         shipper; never raises (see ``append``).
         """
         try:
-            critical = event_type in self._critical
-            if self._journal_down_since is not None and time.monotonic() < self._journal_retry_at:
+            down = self._journal_down_since is not None
+            if down and time.monotonic() < self._journal_retry_at:
                 self._to_memory(line)
                 return
             try:
-                outcome = self._journal.append(line, critical)
+                outcome = self._journal.append(line, event_type in self._critical)
             except OSError as exc:
                 self._errors += 1
                 self._journal_failed(exc)
                 self._to_memory(line)
                 return
-            if self._journal_down_since is not None:
+            if down and self._journal_down_since is not None:
                 self._journal_recovered()
             if outcome != DROPPED:
                 self._shipper.wake()

@@ -37,6 +37,10 @@ class ExecutionLedgerProcessor(SpanProcessor):
     def __init__(self, ledger: Any, builder: RecordBuilder) -> None:
         self._ledger = ledger
         self._builder = builder
+        # bound once: these run for every record on the trading thread
+        self._execution_line = builder.execution_line
+        self._decision_line = builder.decision_line
+        self._append_line = ledger.append_line
         self.errors = 0
 
     def on_start(self, span: Span, parent_context: Any = None) -> None:
@@ -48,9 +52,9 @@ class ExecutionLedgerProcessor(SpanProcessor):
     def on_event(self, event_type: str, fields: dict[str, Any], trace_id: int, span_id: int, ts_ns: int) -> None:
         """Journal one execution record built from the event's fields. Trading thread; never raises."""
         try:
-            line = self._builder.execution_line(event_type, fields, trace_id, span_id, ts_ns)
+            line = self._execution_line(event_type, fields, trace_id, span_id, ts_ns)
             if line is not None:
-                self._ledger.append_line(line, event_type)
+                self._append_line(line, event_type)
             else:
                 self._ledger.append(self._builder.execution_event(event_type, fields, trace_id, span_id, ts_ns))
         except Exception:
@@ -59,9 +63,9 @@ class ExecutionLedgerProcessor(SpanProcessor):
     def on_decision(self, fields: dict[str, Any], trace_id: int, span_id: int, start_ns: int, end_ns: int) -> None:
         """Journal the decision record (its span ended). Trading thread; never raises."""
         try:
-            line = self._builder.decision_line(fields, trace_id, span_id, start_ns, end_ns)
+            line = self._decision_line(fields, trace_id, span_id, start_ns, end_ns)
             if line is not None:
-                self._ledger.append_line(line)
+                self._append_line(line)
             else:
                 self._ledger.append(self._builder.decision_event(fields, trace_id, span_id, start_ns, end_ns))
         except Exception:

@@ -102,6 +102,7 @@ def test_fields_the_policy_would_mask_take_the_scrubbed_full_path(builder, secre
 
 @pytest.mark.parametrize("fields", [
     dict(ORDER, price=float("nan")),  # orjson would write null; the full path keeps "nan"
+    dict(ORDER, price=float("-inf"), error_msg=None),  # (also with a null beside it)
     dict(ORDER, size=2**70),  # beyond orjson's ints
     dict(ORDER, stack="Traceback ..."),  # not a record field: not journaled at all
     dict(ORDER, price=object()),  # not plain (a FILL's raw argument)
@@ -169,6 +170,8 @@ def test_the_journal_write_keeps_the_contract_of_os_write(tmp_path):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         assert journal_mod.write_fd(fd, b'{"a":"\x00"}\n') == 10 and path.read_bytes() == b'{"a":"\x00"}\n'
+        assert journal_mod.write_fd(fd, bytearray(b"x\n")) == 2  # not bytes: through os.write
+        assert path.read_bytes() == b'{"a":"\x00"}\nx\n'
     finally:
         os.close(fd)
     with pytest.raises(OSError) as failed:
