@@ -43,7 +43,7 @@ def compile_hot_path(project: str, dest: str) -> list[str]:
         # (--ignore-missing-imports: boto3 ships no types; .ci/lint is where the package is type-checked)
         done = subprocess.run([sys.executable, "-m", "mypyc", "--ignore-missing-imports", *COMPILED], cwd=tree,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
-        made = glob.glob("*__mypyc*.so", root_dir=tree) + glob.glob("dora_otel/*.so", root_dir=tree)
+        made = glob.glob("*__mypyc*.so", root_dir=tree) + glob.glob("dora_otel/**/*.so", root_dir=tree, recursive=True)
         if done.returncode or len(made) < len(COMPILED):
             raise RuntimeError(f"mypyc could not compile the hot path ({', '.join(COMPILED)}):\n{done.stdout}")
         for relative in made:
