@@ -226,6 +226,10 @@ class JsonFormatter(logging.Formatter):
         # The identity part of every line, encoded once: `"service":...,"bot_run_id":...`.
         self._identity_json = dumps_line(self._identity)[1:-1]
         self._level_json: dict[str, str] = {}
+        # A line's head around its milliseconds, for `_head`: `{"ts":"<second>.` (swapped as one
+        # tuple, like `_second_text`) and, by level name, `Z","level":"INFO",<identity>,`.
+        self._second_head: tuple[int, str] = (-1, "")
+        self._tails: dict[str, str] = {}
 
     def _ts(self, created: float) -> str:
         # strftime once per second; the (second, text) pair is swapped as one tuple (thread-safe).
@@ -234,6 +238,22 @@ class JsonFormatter(logging.Formatter):
         if cached[0] != second:
             cached = self._second_text = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
         return f"{cached[1]}.{int((created - second) * 1000):03d}Z"
+
+    def _head(self, created: float, levelname: str) -> str:
+        """`{"ts":"<ts>","level":<level>,<identity>,`: what every line starts with, from cached
+        parts (the `_ts` text with its milliseconds from a table; per level the rest)."""
+        second = int(created)
+        cached = self._second_head
+        if cached[0] != second:
+            cached = self._second_head = (second, f'{{"ts":"{self._ts(second)[:-5]}.')
+        tail = self._tails.get(levelname)
+        if tail is None:
+            level = self._level_json.get(levelname) or self._level(levelname)
+            tail = self._tails[levelname] = f'Z","level":{level},{self._identity_json},'
+        millis = int((created - second) * 1000)
+        if not 0 <= millis <= 1000:  # (a time before 1970: `_ts` writes what it writes)
+            return f'{{"ts":"{self._ts(created)}",{tail[3:]}'
+        return f"{cached[1]}{_MILLIS[millis]}{tail}"
 
     def format(self, record: logging.LogRecord) -> str:
         line = record.__dict__.get("_dora_line")
@@ -287,9 +307,9 @@ class JsonFormatter(logging.Formatter):
                 if key != "event_type" and key != "seq":
                     del body[key]
             if ids is not None:
-                body["trace_id"], body["span_id"] = hex_ids(ids)
-            level = self._level_json.get(levelname) or self._level(levelname)
-            return f'{{"ts":"{self._ts(created)}","level":{level},{self._identity_json},{_dumps_plain(body)}'
+                body["trace_id"] = f"{ids[0]:032x}"  # (hex_ids, inline: every line has them)
+                body["span_id"] = f"{ids[1]:016x}"
+            return self._head(created, levelname) + _dumps_plain(body)
         # Scrubbing rides along: the untrusted strings not known clean are gathered for one joined
         # test (scrub.texts_clean); anything else (a container, a str under a sensitive name, an
         # unusual type) sends the body through scrub_record as a whole.
@@ -330,8 +350,7 @@ class JsonFormatter(logging.Formatter):
             scrub_record(body, _LINE_TRUSTED)  # (ts, level and the identity are trusted: never changed)
         if ids is not None:
             body["trace_id"], body["span_id"] = hex_ids(ids)
-        level = self._level_json.get(levelname) or self._level(levelname)
-        return f'{{"ts":"{self._ts(created)}","level":{level},{self._identity_json},{dumps_line(body)[1:]}'
+        return self._head(created, levelname) + dumps_line(body)[1:]
 
     def _level(self, levelname: str) -> str:
         level = self._level_json.get(levelname)
@@ -365,9 +384,11 @@ class JsonFormatter(logging.Formatter):
 
     def encode_line(self, item: _Line) -> str:
         """The JSON line of a queued dora event line (writer thread). Never raises."""
+        level, message, fields, created, ids, _check, logger, source = item  # (no property calls)
         try:
-            return self.encode(item.created, _level_name(item.level), item.text(), item.logger, item.fields,
-                               item.ids, item.source is None)
+            if type(message) is not str:
+                message = message.render(fields)
+            return self.encode(created, _level_name(level), message, logger, fields, ids, source is None)
         except Exception as exc:
             return self.error_line(exc)
 
@@ -578,6 +599,7 @@ def otlp_handler(logger_provider: Any) -> logging.Handler:
 
 
 _new_record = object.__new__
+_MILLIS = tuple(f"{n:03d}" for n in range(1001))  # (1000: a fraction that rounds up, as `_ts` writes it)
 
 
 class _Flush:
@@ -828,8 +850,13 @@ class _Writer:
             written = True
 
     def _write_line(self, item: _Line) -> None:
-        item.complete()
-        level = item.level
+        check = item[5]  # (`item.complete()`, inline: every line)
+        if check is not None:
+            try:
+                check(item[2])
+            except Exception:  # a check never stops the writer
+                pass
+        level = item[0]
         text, encoded_by, record = "", None, None
         for handler, formatter in self._outputs:
             if level < handler.level:

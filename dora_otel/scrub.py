@@ -202,11 +202,15 @@ def _blob(match: re.Match[str]) -> str:
 
 
 def _has_trigger(text: str) -> bool:
-    low = text.lower()
-    for word in _TRIGGERS:
-        if word in low:
-            return True
-    return any(secret in text for secret in _secrets)
+    return _trigger_word(text.lower()) or (bool(_secrets) and any(secret in text for secret in _secrets))
+
+
+def _trigger_word(low: str) -> bool:
+    """`any(word in low for word in _TRIGGERS)`, unrolled: every line and span of the event thread
+    asks (a third cheaper than the loop; tests/safety pins that it lists `_TRIGGERS`)."""
+    return ("pass" in low or "pwd" in low or "secret" in low or "token" in low or "key" in low or "sig" in low
+            or "auth" in low or "cookie" in low or "credential" in low or "session" in low or "bearer" in low
+            or "-----begin" in low or "jwt" in low)
 
 
 def _has_blob(text: str) -> bool:
