@@ -357,7 +357,8 @@ def texts_clean(texts: list[str], longest: int) -> bool:
     test (or are in `known_clean`) and none of which sits under a sensitive key is one that
     `scrub_record` returns unchanged."""
     joined = "\x00".join(texts)
-    if _has_trigger(joined) or (longest >= _BLOB_MIN and _has_blob(joined)):
+    if (_trigger_word(joined.lower()) or (_secrets and any(secret in joined for secret in _secrets))
+            or (longest >= _BLOB_MIN and _has_blob(joined))):  # (`_has_trigger`, inline)
         return False
     if len(_seen_clean) > 4096:
         _seen_clean.clear()
