@@ -426,7 +426,10 @@ def event_verdict(fields: Mapping[str, Any], remember: bool = False,
                     return None
             return entry[1]
     ordinary = ordinary_keys
-    new = [text for text in also if text not in known]
+    new = []
+    for text in also:  # (a loop, not a comprehension: no function call of its own on 3.11)
+        if text not in known:
+            new.append(text)
     nones: list[str] = []
     for key, value in fields.items():
         kind = type(value)
