@@ -357,9 +357,11 @@ def texts_clean(texts: list[str], longest: int) -> bool:
     test (or are in `known_clean`) and none of which sits under a sensitive key is one that
     `scrub_record` returns unchanged."""
     joined = "\x00".join(texts)
-    if (_trigger_word(joined.lower()) or (_secrets and any(secret in joined for secret in _secrets))
-            or (longest >= _BLOB_MIN and _has_blob(joined))):  # (`_has_trigger`, inline)
+    if _trigger_word(joined.lower()) or (longest >= _BLOB_MIN and _has_blob(joined)):
         return False
+    for secret in _secrets:  # (`_has_trigger`, inline: a loop, no generator, every line of the event thread)
+        if secret in joined:
+            return False
     if len(_seen_clean) > 4096:
         _seen_clean.clear()
     _seen_clean.update(dict.fromkeys(texts))
