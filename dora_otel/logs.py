@@ -281,8 +281,7 @@ class JsonFormatter(logging.Formatter):
                 if key != "event_type" and key != "seq":
                     del body[key]
             if ids is not None:
-                body["trace_id"] = f"{ids[0]:032x}"  # (hex_ids, inline: every line has them)
-                body["span_id"] = f"{ids[1]:016x}"
+                body["trace_id"], body["span_id"] = hex_ids(ids)
             try:  # (no fallback hook: the values are plain, str keys)
                 line = _orjson_dumps(body).decode("utf-8")
             except Exception:  # (not expected: the values were checked)
@@ -362,11 +361,8 @@ class JsonFormatter(logging.Formatter):
         """The JSON line of a queued dora event line (writer thread). Never raises."""
         level, message, fields, created, ids, _check, logger, source = item  # (no property calls)
         try:
-            if type(message) is not str:  # (Template.render, inline)
-                try:
-                    message = message.text.format_map(fields)
-                except Exception:
-                    message = message.text
+            if type(message) is not str:
+                message = message.render(fields)
             return self.encode(created, _level_name(level), message, logger, fields, ids, source is None)
         except Exception as exc:
             return self.error_line(exc)
@@ -651,15 +647,6 @@ class _Line(tuple):  # type: ignore[type-arg]
     def text(self) -> str:
         return render(self[1], self[2])
 
-    def complete(self) -> None:
-        """Run the deferred key-field check (event thread, once, before the line is written)."""
-        check = self[5]
-        if check is not None:
-            try:
-                check(self[2])
-            except Exception:  # a check never stops the writer
-                pass
-
     def record(self) -> logging.LogRecord:
         """The LogRecord for handlers that take one: a copy of the bot's own record, else one made
         from a template (LogRecord.__init__ asks the OS for the process and thread each time: a few
@@ -829,7 +816,7 @@ class _Writer:
             written = True
 
     def _write_line(self, item: _Line) -> None:
-        check = item[5]  # (`item.complete()`, inline: every line)
+        check = item[5]  # the deferred key-field check (`_Line.check`), once, before the line is written
         if check is not None:
             try:
                 check(item[2])
