@@ -12,8 +12,14 @@ changes to the same code, it does not replace the paired time ratios.
 Needs valgrind (Debian: `apt-get install valgrind`); runs the cycle under callgrind twice (0 and N
 cycles) and prints the difference per cycle:
 
-    python bench/cycle_instructions.py [--cycles 200] [--ledger off|sqlite] [--baseline]
+    python bench/cycle_instructions.py [--cycles 200] [--ledger off|sqlite] [--baseline] [--event-thread]
     PYTHONPATH=/path/to/other/checkout python bench/cycle_instructions.py   # the other version
+
+`--event-thread` counts the other side instead: the event thread's work per cycle (formatting the
+cycle's 6 JSON lines, scrubbing them, encoding its 5 spans for the spans file). Both runs play N
+cycles with the event thread paused; one then drains the queue once, on the main thread (the
+writer's own `_drain`, so the same code runs), and the difference is divided by N. The wall-clock
+ratio of hot_path.py pays for this work too, because the event thread shares the GIL.
 
 Knock-outs (what a part costs): `DORA_BENCH_KNOCKOUT=<name>` replaces one part with a no-op in the
 measured process; see KNOCKOUTS below. Not a test: nothing is asserted.
@@ -57,8 +63,9 @@ KNOCKOUTS = ("emit", "put_line", "span_end", "order_book", "orders_hash", "sprea
              "gc")
 
 
-def _run_cycles(cycles: int, ledger: str, baseline: bool, data_dir: str) -> None:
-    """The measured process: set up, warm up, pause the event thread, run `cycles` cycles, exit."""
+def _run_cycles(cycles: int, ledger: str, baseline: bool, data_dir: str, drain: bool = False) -> None:
+    """The measured process: set up, warm up, pause the event thread, run `cycles` cycles, drain
+    the queue once on this thread when `drain`, exit."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _cycle import MARKET, baseline_cycle, instrumented_cycle
 
@@ -82,15 +89,19 @@ def _run_cycles(cycles: int, ledger: str, baseline: bool, data_dir: str) -> None
         _knockouts()[knockout]()
     for i in range(cycles):
         cycle(MARKET, i)
+    if drain and pipeline is not None:
+        pipeline._writer._drain()  # (the paused writer thread stays asleep: the kick is never set)
     os._exit(0)  # no shutdown work in the count
 
 
-def _instructions(cycles: int, args: argparse.Namespace) -> int:
+def _instructions(cycles: int, args: argparse.Namespace, drain: bool = False) -> int:
     with tempfile.TemporaryDirectory(prefix="dora-callgrind-") as tmp:
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out", sys.executable,
                os.path.abspath(__file__), "--child", str(cycles), "--ledger", args.ledger, "--data-dir", f"{tmp}/data"]
         if args.baseline:
             cmd.append("--baseline")
+        if drain:
+            cmd.append("--drain")
         env = dict(os.environ, PYTHONHASHSEED="0")  # the same dict layouts every run: repeatable counts
         done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         found = re.search(r"refs:\s*([\d,]+)", done.stderr)
@@ -104,11 +115,15 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=200)
     parser.add_argument("--ledger", default="off", choices=("off", "sqlite", "memory"))
     parser.add_argument("--baseline", action="store_true", help="count the 6 plain log lines instead")
+    parser.add_argument("--event-thread", action="store_true",
+                        help="count the event thread's work per cycle (lines and spans encoded) instead")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--drain", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        _run_cycles(args.child, args.ledger, args.baseline, args.data_dir or tempfile.mkdtemp(prefix="dora-bench-"))
+        _run_cycles(args.child, args.ledger, args.baseline, args.data_dir or tempfile.mkdtemp(prefix="dora-bench-"),
+                    args.drain)
         return 0
     if shutil.which("valgrind") is None:
         print("cycle_instructions: valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
@@ -116,6 +131,12 @@ def main() -> int:
     if os.environ.get("DORA_BENCH_KNOCKOUT", "") not in ("", *KNOCKOUTS):
         print(f"cycle_instructions: unknown DORA_BENCH_KNOCKOUT; known: {', '.join(KNOCKOUTS)}", file=sys.stderr)
         return 2
+    if args.event_thread:
+        per_cycle = (_instructions(args.cycles, args, drain=True) - _instructions(args.cycles, args)) / args.cycles
+        knockout = os.environ.get("DORA_BENCH_KNOCKOUT")
+        print(f"cycle_instructions (event thread, ledger={args.ledger}{', without ' + knockout if knockout else ''}): "
+              f"{per_cycle:,.0f} instructions per cycle ({args.cycles} cycles drained at once)")
+        return 0
     per_cycle = (_instructions(args.cycles, args) - _instructions(0, args)) / args.cycles
     what = "6 plain log lines" if args.baseline else f"instrumented cycle, ledger={args.ledger}"
     knockout = os.environ.get("DORA_BENCH_KNOCKOUT")

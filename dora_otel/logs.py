@@ -59,6 +59,7 @@ _PROBE = logging.LogRecord("probe", logging.INFO, "p", 0, "m", None, None)
 _RESERVED = frozenset(vars(_PROBE)) | {"message", "asctime", "taskName", "_dora", "_dora_fields", "_dora_line"}
 _BASE_LEN = len(vars(_PROBE))
 _ORJSON_OPTS = orjson.OPT_NON_STR_KEYS
+_orjson_dumps = orjson.dumps
 _get_current_span = trace.get_current_span
 # Fields that are identity or line metadata; event fields may not overwrite them.
 _PROTECTED = frozenset({"ts", "level", "service", "env", "bot_version", "bot_run_id", "logger", "message"})
@@ -183,18 +184,6 @@ def _clean(value: Any) -> Any:
     return converted if type(converted) is str else _clean(converted)
 
 
-def _dumps_plain(body: dict[str, Any]) -> str:
-    """`dumps_line(body)[1:]` for a body `scrub.event_verdict` vouched for (str keys; plain values
-    orjson writes itself): no fallback hook needed."""
-    try:
-        out = orjson.dumps(body)
-    except Exception:  # (not expected: the values were checked)
-        return dumps_line(body)[1:]
-    if b"\xe2\x80" in out:
-        out = _escape_line_breaks(out)
-    return out[1:].decode("utf-8")
-
-
 def _escape_line_breaks(out: bytes) -> bytes:
     """U+2028/U+2029 are line breaks for some readers (str.splitlines, JS): written escaped."""
     return out.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
@@ -223,17 +212,21 @@ class JsonFormatter(logging.Formatter):
         super().__init__()
         self._identity = {k: identity_fields[k] for k in ("service", "env", "bot_version", "bot_run_id")}
         self._second_text: tuple[int, str] = (-1, "")
-        # The identity part of every line, encoded once: `"service":...,"bot_run_id":...`.
-        self._identity_json = dumps_line(self._identity)[1:-1]
-        self._level_json: dict[str, str] = {}
+        # The keys every line starts with, in order (`encode` copies it and fills it in).
+        self._line: dict[str, Any] = {"ts": None, "level": None, **self._identity, "message": None,
+                                      "event_type": None, "seq": None, "logger": None}
 
     def _ts(self, created: float) -> str:
-        # strftime once per second; the (second, text) pair is swapped as one tuple (thread-safe).
+        # strftime once per second (its text kept with the dot: `...T05:53:10.`), the milliseconds
+        # from a table; the (second, text) pair is swapped as one tuple (thread-safe).
         second = int(created)
         cached = self._second_text
         if cached[0] != second:
-            cached = self._second_text = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-        return f"{cached[1]}.{int((created - second) * 1000):03d}Z"
+            cached = self._second_text = (second, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second)))
+        millis = int((created - second) * 1000)
+        if 0 <= millis <= 1000:
+            return cached[1] + _MILLIS_Z[millis]
+        return f"{cached[1]}{millis:03d}Z"  # (a time before 1970)
 
     def format(self, record: logging.LogRecord) -> str:
         line = record.__dict__.get("_dora_line")
@@ -269,15 +262,16 @@ class JsonFormatter(logging.Formatter):
         event's fields (None left out; a field named like a base field, with another value, written
         as `field_<name>`), scrubbed (scrub.scrub_record; the base fields are dora's own).
 
-        Hand-assembled for speed (writer thread, every line): the fields go into a dict that starts
-        at `message` and is scrubbed and encoded alone, behind the identity part encoded once at
-        setup — the same bytes as encoding the whole line dict. `ids`: the line's (trace_id,
-        span_id) as ints, written last as hex (`_Line.ids`: formatted here, not on the trading thread).
+        Hand-assembled for speed (writer thread, every line): the line is one dict, its fields
+        copied in with one C-level update when scrub.event_verdict vouches for them, and encoded
+        by one orjson call. `ids`: the line's (trace_id, span_id) as ints, written last as hex
+        (`_Line.ids`: formatted here, not on the trading thread).
         `shared`: `fields` is a dora event's dict, which its span shares and nobody changes once
         queued: its scrub verdict is kept for the span (scrub.event_verdict)."""
         if not _PROTECTED.isdisjoint(fields):
             return self._encode_protected(created, levelname, message, logger, fields, ids)
-        body: dict[str, Any] = {"message": message, "event_type": None, "seq": None, "logger": logger}
+        body = self._line.copy()  # (a copy of a dict of this size is one memcpy: no literal's temporary dicts)
+        body["ts"], body["level"], body["message"], body["logger"] = self._ts(created), levelname, message, logger
         nones = event_verdict(fields, shared, (message, logger))
         if nones is not None:
             # Nothing to scrub and no value to convert (scrub.event_verdict): the fields are copied
@@ -288,8 +282,15 @@ class JsonFormatter(logging.Formatter):
                     del body[key]
             if ids is not None:
                 body["trace_id"], body["span_id"] = hex_ids(ids)
-            level = self._level_json.get(levelname) or self._level(levelname)
-            return f'{{"ts":"{self._ts(created)}","level":{level},{self._identity_json},{_dumps_plain(body)}'
+            try:  # (no fallback hook: the values are plain, str keys)
+                line = _orjson_dumps(body).decode("utf-8")
+            except Exception:  # (not expected: the values were checked)
+                return dumps_line(body)
+            # (`dumps_line`'s line-break escape, tested on the text: a line of Latin-1 text, nearly
+            # all, answers at once, without a scan)
+            if "\u2028" in line or "\u2029" in line:
+                line = line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+            return line
         # Scrubbing rides along: the untrusted strings not known clean are gathered for one joined
         # test (scrub.texts_clean); anything else (a container, a str under a sensitive name, an
         # unusual type) sends the body through scrub_record as a whole.
@@ -330,14 +331,7 @@ class JsonFormatter(logging.Formatter):
             scrub_record(body, _LINE_TRUSTED)  # (ts, level and the identity are trusted: never changed)
         if ids is not None:
             body["trace_id"], body["span_id"] = hex_ids(ids)
-        level = self._level_json.get(levelname) or self._level(levelname)
-        return f'{{"ts":"{self._ts(created)}","level":{level},{self._identity_json},{dumps_line(body)[1:]}'
-
-    def _level(self, levelname: str) -> str:
-        level = self._level_json.get(levelname)
-        if level is None:
-            level = self._level_json[levelname] = dumps_line({"v": levelname})[5:-1]
-        return level
+        return dumps_line(body)
 
     def _encode_protected(self, created: float, levelname: str, message: str, logger: str,
                           fields: Mapping[str, Any], ids: tuple[int, int] | None = None) -> str:
@@ -365,9 +359,11 @@ class JsonFormatter(logging.Formatter):
 
     def encode_line(self, item: _Line) -> str:
         """The JSON line of a queued dora event line (writer thread). Never raises."""
+        level, message, fields, created, ids, _check, logger, source = item  # (no property calls)
         try:
-            return self.encode(item.created, _level_name(item.level), item.text(), item.logger, item.fields,
-                               item.ids, item.source is None)
+            if type(message) is not str:
+                message = message.render(fields)
+            return self.encode(created, _level_name(level), message, logger, fields, ids, source is None)
         except Exception as exc:
             return self.error_line(exc)
 
@@ -578,6 +574,7 @@ def otlp_handler(logger_provider: Any) -> logging.Handler:
 
 
 _new_record = object.__new__
+_MILLIS_Z = tuple(f"{n:03d}Z" for n in range(1001))  # (1000: a fraction that rounds up, as `_ts` wrote it)
 
 
 class _Flush:
@@ -649,15 +646,6 @@ class _Line(tuple):  # type: ignore[type-arg]
 
     def text(self) -> str:
         return render(self[1], self[2])
-
-    def complete(self) -> None:
-        """Run the deferred key-field check (event thread, once, before the line is written)."""
-        check = self[5]
-        if check is not None:
-            try:
-                check(self[2])
-            except Exception:  # a check never stops the writer
-                pass
 
     def record(self) -> logging.LogRecord:
         """The LogRecord for handlers that take one: a copy of the bot's own record, else one made
@@ -828,8 +816,13 @@ class _Writer:
             written = True
 
     def _write_line(self, item: _Line) -> None:
-        item.complete()
-        level = item.level
+        check = item[5]  # the deferred key-field check (`_Line.check`), once, before the line is written
+        if check is not None:
+            try:
+                check(item[2])
+            except Exception:  # a check never stops the writer
+                pass
+        level = item[0]
         text, encoded_by, record = "", None, None
         for handler, formatter in self._outputs:
             if level < handler.level:

@@ -202,11 +202,15 @@ def _blob(match: re.Match[str]) -> str:
 
 
 def _has_trigger(text: str) -> bool:
-    low = text.lower()
-    for word in _TRIGGERS:
-        if word in low:
-            return True
-    return any(secret in text for secret in _secrets)
+    return _trigger_word(text.lower()) or (bool(_secrets) and any(secret in text for secret in _secrets))
+
+
+def _trigger_word(low: str) -> bool:
+    """`any(word in low for word in _TRIGGERS)`, unrolled: every line and span of the event thread
+    asks (a third cheaper than the loop; tests/safety pins that it lists `_TRIGGERS`)."""
+    return ("pass" in low or "pwd" in low or "secret" in low or "token" in low or "key" in low or "sig" in low
+            or "auth" in low or "cookie" in low or "credential" in low or "session" in low or "bearer" in low
+            or "-----begin" in low or "jwt" in low)
 
 
 def _has_blob(text: str) -> bool:
@@ -353,8 +357,11 @@ def texts_clean(texts: list[str], longest: int) -> bool:
     test (or are in `known_clean`) and none of which sits under a sensitive key is one that
     `scrub_record` returns unchanged."""
     joined = "\x00".join(texts)
-    if _has_trigger(joined) or (longest >= _BLOB_MIN and _has_blob(joined)):
+    if _trigger_word(joined.lower()) or (longest >= _BLOB_MIN and _has_blob(joined)):
         return False
+    for secret in _secrets:  # (`_has_trigger`, inline: a loop, no generator, every line of the event thread)
+        if secret in joined:
+            return False
     if len(_seen_clean) > 4096:
         _seen_clean.clear()
     _seen_clean.update(dict.fromkeys(texts))
@@ -421,7 +428,10 @@ def event_verdict(fields: Mapping[str, Any], remember: bool = False,
                     return None
             return entry[1]
     ordinary = ordinary_keys
-    new = [text for text in also if text not in known]
+    new = []
+    for text in also:  # (a loop, not a comprehension: no function call of its own on 3.11)
+        if text not in known:
+            new.append(text)
     nones: list[str] = []
     for key, value in fields.items():
         kind = type(value)

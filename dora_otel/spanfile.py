@@ -94,15 +94,14 @@ def span_bytes(trace_id: int, span_id: int, parent_id: int | None, name: str, ki
     """`orjson.dumps(span_json(...))` for a span without events, the same bytes, assembled by hand
     (the event thread encodes every dora span bound for the file: this saves the dict and the
     id formatting calls). `attributes`: the attribute list as JSON (`orjson.dumps(attribute_list)`)."""
-    out = (b'{"traceId":"%032x","spanId":"%016x","name":%b,"kind":%d,"startTimeUnixNano":"%d",'
-           b'"endTimeUnixNano":"%d","attributes":%b' % (trace_id, span_id, _dumps(name), kind, start_ns, end_ns,
-                                                        attributes))
-    if parent_id is not None:
-        out += b',"parentSpanId":"%016x"' % parent_id
+    parent = b',"parentSpanId":"%016x"' % parent_id if parent_id is not None else b""
+    status = b""
     if status_code is not _UNSET:
-        status = {"code": _STATUS[status_code], **({"message": description} if description else {})}
-        out += b',"status":%b' % _dumps(status)
-    return out + b"}"
+        status = b',"status":%b' % _dumps({"code": _STATUS[status_code],
+                                           **({"message": description} if description else {})})
+    return (b'{"traceId":"%032x","spanId":"%016x","name":%b,"kind":%d,"startTimeUnixNano":"%d",'  # (one copy)
+            b'"endTimeUnixNano":"%d","attributes":%b%b%b}' % (trace_id, span_id, _dumps(name), kind, start_ns,
+                                                               end_ns, attributes, parent, status))
 
 
 def encode_request(spans: Sequence[ReadableSpan]) -> bytes:

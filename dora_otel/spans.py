@@ -451,7 +451,7 @@ def _attributes_json(span: LiteSpan) -> bytes | None:
         attributes = _checked_attributes(span, new, more)
         return None if attributes is None else _dumps(attributes)
     # Every part starts with the `}},` that closes the one before (the first is cut off below).
-    parts = [_EVENT_TYPE_PREFIX, _dumps(event_type)] if event_type else []
+    parts = [b"[", _EVENT_TYPE_PREFIX[3:], _dumps(event_type)] if event_type else [b"["]
     append = parts.append
     for key, value in fields.items():
         if value is None or key in _SPAN_SKIP:
@@ -477,7 +477,12 @@ def _attributes_json(span: LiteSpan) -> bytes | None:
         append(_dumps({"key": key, "value": value})[:-2])
     if new and not texts_clean(new, max(map(len, new))):
         return None
-    return b"[" + b"".join(parts)[3:] + b"}}]" if parts else b"[]"
+    if len(parts) == 1:
+        return b"[]"
+    if not event_type:
+        parts[1] = parts[1][3:]
+    parts.append(b"}}]")
+    return b"".join(parts)  # (one copy of the whole)
 
 
 _dumps = orjson.dumps

@@ -497,3 +497,27 @@ def test_a_base64_run_used_as_a_nested_key_is_masked_and_not_remembered_as_clean
     blob = "QWxhZGRpbjpvcGVuIHNlc2FtZQ0123456789abcdefABCDEFghijklmnopqrstuvwxyz"
     assert scrub.scrub_record({"rows": [{blob: 1}]}) == {"rows": [{scrub.MASK: 1}]}
     assert scrub.scrub_record({"note": blob}) == {"note": scrub.MASK}
+
+
+def test_the_key_field_pre_test_never_passes_an_event_the_full_check_faults():
+    """_runtime._well_formed (the cheap pre-test before events.check, for every event on the trading
+    thread or the event thread) says well formed only when events.problems finds nothing — for any
+    mix of present, missing, None, empty, numeric and non-numeric key fields and statuses."""
+    from dora_otel import _runtime, events
+
+    names = sorted({n for ns in events.KEY_FIELDS.values() for n in ns}
+                   | {n for ns in events._CONDITIONAL.values() for n in ns} | {"status"})
+    values = st.sampled_from([None, "", "x", 0, 2.5, True, "ACCEPTED", "REJECTED", "ERROR", "FILLED"])
+
+    @settings(max_examples=600, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(event_type=st.sampled_from(sorted(events.KEY_FIELDS)),
+           fields=st.dictionaries(st.sampled_from(names), values))
+    def check(event_type, fields):
+        if _runtime._well_formed(event_type, fields):
+            assert events.problems(event_type, fields) == []
+
+    check()
+    assert _runtime._well_formed("ORDER_PLACE", {"market": "M", "side": "yes", "price": 0.5, "size": 1,
+                                                 "client_order_id": "c", "decision_id": "d"}) == (
+        not events.problems("ORDER_PLACE", {"market": "M", "side": "yes", "price": 0.5, "size": 1,
+                                            "client_order_id": "c", "decision_id": "d"}))

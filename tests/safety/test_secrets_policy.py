@@ -155,3 +155,16 @@ def test_a_str_subclass_is_scrubbed_like_text():
         pass
 
     assert scrub_value({"note": Header(f"Bearer {'t0k' * 5}")}) == {"note": f"Bearer {MASK}"}
+
+
+def test_the_unrolled_trigger_test_lists_every_trigger_word():
+    """scrub._trigger_word (the trigger loop unrolled for the event thread) tests exactly the
+    words of _TRIGGERS: each alone is found, in any case and inside other text, and none else."""
+    import inspect
+    import re
+
+    listed = re.findall(r'"([^"]+)" in low', inspect.getsource(scrub._trigger_word))
+    assert sorted(listed) == sorted(scrub._TRIGGERS)
+    for word in scrub._TRIGGERS:
+        assert scrub._has_trigger(f"x {word.upper()} y") and scrub._trigger_word(f"a{word}b")
+    assert not scrub._has_trigger("order o-1 accepted (0.4 ms) on KXBTC-26NOV yes@0.45")
