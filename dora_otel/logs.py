@@ -58,6 +58,10 @@ from dora_otel.scrub import (
 _PROBE = logging.LogRecord("probe", logging.INFO, "p", 0, "m", None, None)
 _RESERVED = frozenset(vars(_PROBE)) | {"message", "asctime", "taskName", "_dora", "_dora_fields", "_dora_line"}
 _BASE_LEN = len(vars(_PROBE))
+# What dora-otel caches on a LogRecord (`_dora_fields`, `_dora_line`) is stored as (_OURS, value): a
+# bot's `extra={"_dora_line": ...}` sets the same attribute, and must never be taken for a line
+# already built (it would be written as it is: not JSON, not scrubbed).
+_OURS = object()
 _ORJSON_OPTS = orjson.OPT_NON_STR_KEYS
 _orjson_dumps = orjson.dumps
 _get_current_span = trace.get_current_span
@@ -77,20 +81,23 @@ def event_fields(record: logging.LogRecord) -> dict[str, Any]:
 
     Computed once per record and cached on it, so the JSON and OTLP handlers agree (same `seq`).
     """
-    cached = record.__dict__.get("_dora_fields")
-    if cached is not None:
-        return cached
     rd = record.__dict__
-    own = rd.get("_dora")
+    cached = rd.get("_dora_fields")
+    if cached is not None and type(cached) is tuple and len(cached) == 2 and cached[0] is _OURS:
+        return cached[1]  # type: ignore[no-any-return]
+    name = record.name
+    own_logger = name == _OWN_LOGGER or name.startswith(_OWN_LOGGER + ".")
+    own = rd.get("_dora") if own_logger else None  # (dora-otel's own modules only: see _OURS)
+    if type(own) is not dict:
+        own = None
     fields: dict[str, Any] = context.bound_fields() if context.has_bound_fields() else {}
     if fields:  # the bot's own keys (bind(), extra=) never replace a base field: field_<name>
         fields = context.rename_reserved(fields)
-    if len(rd) > _BASE_LEN + (own is not None):
+    if len(rd) > _BASE_LEN + ("_dora" in rd):
         extras = {key: value for key, value in rd.items() if key not in _RESERVED and key[0] != "_"}
         if extras:
             # dora-otel's own modules (loggers "dora_otel.*") set event_type / error_msg this way.
-            name = record.name
-            if not (name == _OWN_LOGGER or name.startswith(_OWN_LOGGER + ".")):
+            if not own_logger:
                 extras = context.rename_reserved(extras)
             fields.update(extras)
     if own is not None:
@@ -107,7 +114,7 @@ def event_fields(record: logging.LogRecord) -> dict[str, Any]:
     elif "event_type" not in fields:
         fields["event_type"] = "LOG"
     add_trace_context(fields)
-    record._dora_fields = fields  # type: ignore[attr-defined]
+    record._dora_fields = (_OURS, fields)  # type: ignore[attr-defined]
     return fields
 
 
@@ -229,14 +236,14 @@ class JsonFormatter(logging.Formatter):
         return f"{cached[1]}{millis:03d}Z"  # (a time before 1970)
 
     def format(self, record: logging.LogRecord) -> str:
-        line = record.__dict__.get("_dora_line")
-        if line is not None:
-            return line
+        cached = record.__dict__.get("_dora_line")
+        if cached is not None and type(cached) is tuple and len(cached) == 2 and cached[0] is _OURS:
+            return cached[1]  # type: ignore[no-any-return]
         try:
             line = self._build(record)
         except Exception as exc:  # telemetry never breaks logging
             line = self.error_line(exc)
-        record._dora_line = line  # type: ignore[attr-defined]
+        record._dora_line = (_OURS, line)  # type: ignore[attr-defined]
         return line
 
     def error_line(self, exc: Exception) -> str:
@@ -669,7 +676,7 @@ class _Line(tuple):  # type: ignore[type-arg]
         if ids is not None:  # (a copy: the event's own dict is shared, never changed here)
             trace_hex, span_hex = hex_ids(ids)
             fields = dict(fields, trace_id=trace_hex, span_id=span_hex)
-        rd["_dora_fields"] = fields
+        rd["_dora_fields"] = (_OURS, fields)
         return record
 
 

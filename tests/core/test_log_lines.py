@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dora_otel
-from dora_otel import _rotating
+from dora_otel import _rotating, logs
 from tests.core.conftest import start
 
 BASE = ("ts", "level", "service", "env", "bot_version", "bot_run_id", "message", "event_type", "seq")
@@ -521,3 +521,24 @@ def test_the_key_field_pre_test_never_passes_an_event_the_full_check_faults():
                                                  "client_order_id": "c", "decision_id": "d"}) == (
         not events.problems("ORDER_PLACE", {"market": "M", "side": "yes", "price": 0.5, "size": 1,
                                             "client_order_id": "c", "decision_id": "d"}))
+
+
+def test_a_bots_extra_cannot_pass_for_what_dora_caches_on_a_record(cap):
+    """`_dora_fields`, `_dora_line` and `_dora` are names dora-otel uses on a LogRecord; a bot's
+    `extra=` can set the same attributes. They must never be taken for dora's own: a forged
+    `_dora_line` would be written as it is (not JSON, not scrubbed), forged fields would replace
+    the line's, and a forged `_dora` would slip past the renaming of reserved fields."""
+    secret = "Bearer " + "Zx9" * 20
+    forged = {"_dora_fields": [], "_dora_line": f"not json {secret}", "_dora": {"decision_id": "forged-decision"}}
+    logging.getLogger("bot").info("own line", extra=forged)
+    line = cap.lines()[-1]
+    assert line["message"] == "own line" and line["logger"] == "bot"
+    assert line["event_type"] == "LOG" and isinstance(line["seq"], int) and line["seq"] > 0
+    assert "decision_id" not in line and "forged-decision" not in json.dumps(line)
+
+    # A formatter given the record directly (a bot's own handler with dora's formatter).
+    formatter = logs.JsonFormatter({"service": "svc", "env": "dev", "bot_version": "1", "bot_run_id": "r"})
+    record = logging.getLogger("bot").makeRecord("bot", logging.INFO, "f.py", 1, "direct", None, None, extra=forged)
+    text = formatter.format(record)
+    assert json.loads(text)["message"] == "direct" and secret not in text and "not json" not in text
+    assert formatter.format(record) == text  # (dora's own cache still works)
