@@ -534,17 +534,20 @@ def _gather(obj: Mapping[Any, Any], texts: list[str], depth: int) -> bool:
 
 
 def _gather_items(values: Iterable[Any], texts: list[str], depth: int) -> bool:
+    seen, scalars = _seen_clean, _SCALARS  # (locals: this loop runs for every value of every ledger record)
     for value in values:  # (a plain loop: cheaper than a set difference for ~10 values)
         kind = type(value)
         if kind is str:
-            if value not in _seen_clean:
+            if value not in seen:
                 texts.append(value)
+        elif kind in scalars:  # (numbers and None, the usual non-text values, before the containers)
+            continue
         elif kind is dict:
             if not _gather(value, texts, depth + 1):
                 return False
         elif kind is list or kind is tuple:
             if depth >= 4 or not _gather_items(value, texts, depth + 1):
                 return False
-        elif kind not in _SCALARS:
+        else:
             return False
     return True
