@@ -22,7 +22,7 @@ writer's own `_drain`, so the same code runs), and the difference is divided by 
 ratio of hot_path.py pays for this work too, because the event thread shares the GIL.
 
 Knock-outs (what a part costs): `DORA_BENCH_KNOCKOUT=<name>` replaces one part with a no-op in the
-measured process; see KNOCKOUTS below. Not a test: nothing is asserted.
+measured process; see KNOCKOUTS below (bench/_knockouts.py). Not a test: nothing is asserted.
 """
 
 from __future__ import annotations
@@ -35,32 +35,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
 
-
-def _knockouts() -> dict[str, Any]:
-    import logging
-
-    from dora_otel import _runtime, decorators, logs, spans
-
-    def emit(self: Any, level: int, event_type: str, message: Any, fields: dict[str, Any], span: Any = None) -> Any:
-        return fields
-
-    return {
-        "emit": lambda: setattr(_runtime.Runtime, "emit", emit),
-        "put_line": lambda: setattr(logs.LogPipeline, "put_line", lambda *a: None),
-        "span_end": lambda: setattr(spans.LiteTracer, "ended", lambda self, span: None),
-        "order_book": lambda: setattr(_runtime.OrderBook, "add", lambda *a: None),
-        "orders_hash": lambda: setattr(decorators, "expected_orders_hash", lambda targets: "x"),
-        "spread": lambda: setattr(decorators, "default_spread", lambda result, targets: None),
-        "client_order_id": lambda: setattr(_runtime, "client_order_id_for", lambda d, s: f"c-{s}"),
-        "bot_line": lambda: setattr(logging.getLogger("bench.bot"), "disabled", True),
-        "gc": lambda: __import__("gc").disable(),
-    }
-
-
-KNOCKOUTS = ("emit", "put_line", "span_end", "order_book", "orders_hash", "spread", "client_order_id", "bot_line",
-             "gc")
+# The parts a knock-out can remove (bench/_knockouts.py, shared with cycle_parts.py).
+KNOCKOUTS = ("emit", "put_line", "span_end", "attach", "order_book", "decide", "client_order_id", "orders_hash",
+             "spread", "read_response", "bot_line", "bot_line_queue", "gc")
 
 
 def _run_cycles(cycles: int, ledger: str, baseline: bool, data_dir: str, drain: bool = False) -> None:
@@ -86,7 +64,9 @@ def _run_cycles(cycles: int, ledger: str, baseline: bool, data_dir: str, drain: 
         time.sleep(0.05)
     knockout = os.environ.get("DORA_BENCH_KNOCKOUT")
     if knockout:
-        _knockouts()[knockout]()
+        from _knockouts import knockouts
+
+        knockouts()[knockout][0]()  # (switched off for good: this process only counts)
     for i in range(cycles):
         cycle(MARKET, i)
     if drain and pipeline is not None:
