@@ -34,7 +34,11 @@ def main() -> int:
     from _cycle import MARKET, instrumented_cycle, scratch_dir
 
     import dora_otel
+    from dora_otel import decorators
 
+    if not decorators.__file__.endswith(".py"):  # (a compiled build: its classes cannot be patched)
+        parser.error(f"the hot path is compiled ({decorators.__file__}): knock-outs need the pure-Python modules "
+                     "(pip install -e .)")
     devnull = open(os.devnull, "w")  # noqa: SIM115  open for the whole run
     telemetry = dora_otel.setup(container_mode=True, stream=devnull, data_dir=scratch_dir(), ledger=args.ledger,
                                 install_signal_handlers=False, watchdog_seconds=0)
