@@ -441,11 +441,9 @@ def _well_formed(event_type: str, fields: dict[str, Any]) -> bool:
     A cheaper pre-test for the events dora-otel itself builds (on the trading thread, or on the
     event thread for a line queued unchecked): C-level, by itemgetters made once per event type
     and status (`_Formed`; a missing name raises KeyError: not well formed)."""
-    formed = _formed.get(event_type)
+    formed = _FORMED.get(event_type)
     if formed is None:
-        if event_type not in _REQUIRED:
-            return False
-        formed = _formed[event_type] = _Formed(event_type)
+        return False
     if type(fields) is not dict:  # (the pickers index: a dict subclass's own get is not asked)
         fields = dict(fields)
     names, numeric = formed.default
@@ -488,7 +486,7 @@ def _picker(names: tuple[str, ...]) -> Any:
     return itemgetter(*names, names[0]) if len(names) == 1 else itemgetter(*names) if names else None
 
 
-_formed: dict[str, _Formed] = {}  # (by event type: only those of events.KEY_FIELDS)
+_FORMED = {event_type: _Formed(event_type) for event_type in _REQUIRED}  # (events.KEY_FIELDS' types)
 
 
 def attr(value: Any) -> Any:

@@ -62,6 +62,16 @@ _BASE_LEN = len(vars(_PROBE))
 # bot's `extra={"_dora_line": ...}` sets the same attribute, and must never be taken for a line
 # already built (it would be written as it is: not JSON, not scrubbed).
 _OURS = object()
+
+
+def _ours(record: logging.LogRecord, name: str) -> Any:
+    """What dora-otel cached on `record` under `name`, or None (nothing, or a bot's own value)."""
+    cached = record.__dict__.get(name)
+    if type(cached) is tuple and len(cached) == 2 and cached[0] is _OURS:
+        return cached[1]
+    return None
+
+
 _ORJSON_OPTS = orjson.OPT_NON_STR_KEYS
 _orjson_dumps = orjson.dumps
 _get_current_span = trace.get_current_span
@@ -81,10 +91,10 @@ def event_fields(record: logging.LogRecord) -> dict[str, Any]:
 
     Computed once per record and cached on it, so the JSON and OTLP handlers agree (same `seq`).
     """
+    cached = _ours(record, "_dora_fields")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
     rd = record.__dict__
-    cached = rd.get("_dora_fields")
-    if cached is not None and type(cached) is tuple and len(cached) == 2 and cached[0] is _OURS:
-        return cached[1]  # type: ignore[no-any-return]
     name = record.name
     own_logger = name == _OWN_LOGGER or name.startswith(_OWN_LOGGER + ".")
     own = rd.get("_dora") if own_logger else None  # (dora-otel's own modules only: see _OURS)
@@ -236,9 +246,9 @@ class JsonFormatter(logging.Formatter):
         return f"{cached[1]}{millis:03d}Z"  # (a time before 1970)
 
     def format(self, record: logging.LogRecord) -> str:
-        cached = record.__dict__.get("_dora_line")
-        if cached is not None and type(cached) is tuple and len(cached) == 2 and cached[0] is _OURS:
-            return cached[1]  # type: ignore[no-any-return]
+        cached = _ours(record, "_dora_line")
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
         try:
             line = self._build(record)
         except Exception as exc:  # telemetry never breaks logging
@@ -368,9 +378,8 @@ class JsonFormatter(logging.Formatter):
         """The JSON line of a queued dora event line (writer thread). Never raises."""
         level, message, fields, created, ids, _check, logger, source = item  # (no property calls)
         try:
-            if type(message) is not str:
-                message = message.render(fields)
-            return self.encode(created, _level_name(level), message, logger, fields, ids, source is None)
+            return self.encode(created, _level_name(level), render(message, fields), logger, fields, ids,
+                               source is None)
         except Exception as exc:
             return self.error_line(exc)
 
