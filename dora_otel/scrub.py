@@ -202,7 +202,12 @@ def _blob(match: re.Match[str]) -> str:
 
 
 def _has_trigger(text: str) -> bool:
-    return _trigger_word(text.lower()) or (bool(_secrets) and any(secret in text for secret in _secrets))
+    if _trigger_word(text.lower()):
+        return True
+    for secret in _secrets:  # noqa: SIM110  (a loop, not any() over a generator: every line and span asks)
+        if secret in text:
+            return True
+    return False
 
 
 def _trigger_word(low: str) -> bool:
@@ -357,11 +362,8 @@ def texts_clean(texts: list[str], longest: int) -> bool:
     test (or are in `known_clean`) and none of which sits under a sensitive key is one that
     `scrub_record` returns unchanged."""
     joined = "\x00".join(texts)
-    if _trigger_word(joined.lower()) or (longest >= _BLOB_MIN and _has_blob(joined)):
+    if _has_trigger(joined) or (longest >= _BLOB_MIN and _has_blob(joined)):
         return False
-    for secret in _secrets:  # (`_has_trigger`, inline: a loop, no generator, every line of the event thread)
-        if secret in joined:
-            return False
     if len(_seen_clean) > 4096:
         _seen_clean.clear()
     _seen_clean.update(dict.fromkeys(texts))
