@@ -21,7 +21,15 @@ def _patch(obj: Any, name: str, value: Any) -> Patch:
 
 
 def _all(*patches: Patch) -> Patch:
-    return (lambda: [p[0]() for p in patches] and None), (lambda: [p[1]() for p in patches] and None)
+    def off() -> None:
+        for switch_off, _ in patches:
+            switch_off()
+
+    def on() -> None:
+        for _, switch_on in patches:
+            switch_on()
+
+    return off, on
 
 
 def _plain_decide(self: Any, raw: list[Any]) -> list[dict[str, Any]]:
