@@ -36,10 +36,8 @@ provider are not applied (dora's spans have a fixed, small set of attributes).
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +61,7 @@ from opentelemetry.trace import (
 )
 
 from dora_otel import logs as _logs
+from dora_otel._forks import AfterFork
 from dora_otel._version import __version__
 from dora_otel.exchange import safe_text
 from dora_otel.scrub import (
@@ -247,7 +246,7 @@ class LiteTracer:
         self._file: Any = None
         self._batch_max = 512
         self._pending: list[bytes] = []  # spans encoded for the spans file (export_later)
-        _tracers.add(self)
+        self._after_fork = AfterFork(self._forget_pending)
 
     def start_span(self, name: str, context: Any = None, event: tuple[str, dict[str, Any]] | None = None) -> LiteSpan:
         """A span that starts now: a child of the span current in `context` (None: the current
@@ -355,6 +354,10 @@ class LiteTracer:
         except Exception:
             self._export_failed()
             return False
+
+    def _forget_pending(self) -> None:
+        """In a forked child: the spans the parent had encoded but not yet written are the parent's."""
+        self._pending = []
 
     def flush_export(self) -> None:
         """Write the spans `export_later` encoded, one request line per batch. Never raises."""
@@ -594,19 +597,6 @@ def _only_spans_file(processors: Any) -> tuple[Any, int]:
         found = exporter.inner
         batch_max = getattr(getattr(processor, "_batch_processor", None), "_max_export_batch_size", batch_max)
     return found, batch_max
-
-
-_tracers: weakref.WeakSet[LiteTracer] = weakref.WeakSet()
-
-
-def _forget_pending_in_child() -> None:
-    """A forked child does not write the spans its parent had encoded but not yet written."""
-    for tracer in list(_tracers):
-        tracer._pending = []
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pending_in_child)
 
 
 def _random_trace_id() -> int:

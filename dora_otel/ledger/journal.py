@@ -83,10 +83,12 @@ _PROGRESS_WIDTH = 20
 _READ_CHUNK = 32 * 1024
 _MARK_EVERY_S = 1.0  # granularity of oldest_unshipped_age_s
 _C_INT_MAX = 2**31 - 1
+#: What `write_fd` takes, as os.write does (spelled out: the compiled build checks argument types).
+Bytes = bytes | bytearray | memoryview
 
 
 
-def _gil_holding_write() -> Callable[[int, bytes], int] | None:
+def _gil_holding_write() -> Callable[[int, Bytes], int] | None:
     """libc's write(2) called with the GIL held (``ctypes.PyDLL``), or None when it is unavailable.
 
     Why not ``os.write``: it releases the GIL around the syscall, and on the trading thread that hands
@@ -112,7 +114,7 @@ def _gil_holding_write() -> Callable[[int, bytes], int] | None:
     except Exception:  # noqa: BLE001  no ctypes or no libc symbol: os.write does the same job
         return None
 
-    def write_holding_gil(fd: int, data: bytes) -> int:
+    def write_holding_gil(fd: int, data: Bytes) -> int:
         size = len(data)
         if size > _C_INT_MAX or type(data) is not bytes:
             return os.write(fd, data)
@@ -128,7 +130,7 @@ def _gil_holding_write() -> Callable[[int, bytes], int] | None:
 
 
 #: How the appender writes a line (tests replace it to simulate a failing disk).
-write_fd: Callable[[int, bytes], int] = _gil_holding_write() or os.write
+write_fd: Callable[[int, Bytes], int] = _gil_holding_write() or os.write
 
 # Outcomes of Journal.append
 WRITTEN = 0

@@ -20,13 +20,13 @@ import math
 import os
 import threading
 import time
-import weakref
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
+from dora_otel._forks import AfterFork
 from dora_otel.ledger.journal import DROPPED, Journal
 from dora_otel.ledger.shipper import Shipper
 from dora_otel.protocols import Sink
@@ -204,7 +204,7 @@ class Ledger:
             self._journal_retry_at = math.inf
         elif self._journal.init_error is not None:
             self._journal_failed(self._journal.init_error)
-        _register_at_fork(self)
+        self._after_fork = AfterFork(self._after_fork_in_child)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -508,25 +508,3 @@ class Ledger:
         self._journal.after_fork_in_child()
         if not self._shut_down:
             self._shipper.after_fork_in_child()
-
-
-_forked_ledgers: weakref.WeakSet[Ledger] = weakref.WeakSet()
-_fork_hook_lock = threading.Lock()
-_fork_hook_registered = False
-
-
-def _register_at_fork(ledger: Ledger) -> None:
-    global _fork_hook_registered
-    with _fork_hook_lock:
-        _forked_ledgers.add(ledger)
-        if not _fork_hook_registered and hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_after_fork_in_child)
-            _fork_hook_registered = True
-
-
-def _after_fork_in_child() -> None:
-    for ledger in list(_forked_ledgers):
-        try:
-            ledger._after_fork_in_child()
-        except Exception:  # noqa: BLE001, S110  a forked child must come up even if its ledger cannot
-            pass

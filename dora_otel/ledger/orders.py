@@ -26,13 +26,13 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 from pathlib import Path
 from typing import Any
 
 import orjson
 from opentelemetry.trace import SpanContext, TraceFlags
 
+from dora_otel._forks import AfterFork
 from dora_otel._runtime import OrderBook, OrderRef, attr
 
 __all__ = ["INDEX_FILE", "OrderIndex", "index_path", "open_index"]
@@ -110,7 +110,7 @@ class OrderIndex:
         self.write_errors = 0
         self._thread: threading.Thread | None = None
         self._start_writer()
-        _register_at_fork(self)
+        self._after_fork = AfterFork(self._after_fork_in_child)
 
     # --- the order path --------------------------------------------------------------------------
     def add(self, key: str, ref: OrderRef) -> None:
@@ -283,25 +283,3 @@ def open_index(data_dir: str | os.PathLike[str], previous: Any = None) -> Any:
         _log.error("order index under %s unavailable (%s): fills after a restart will not join",
                    data_dir, exc)
         return previous if previous is not None else OrderBook()
-
-
-_indexes: weakref.WeakSet[OrderIndex] = weakref.WeakSet()
-_fork_hook = False
-_fork_lock = threading.Lock()
-
-
-def _register_at_fork(index: OrderIndex) -> None:
-    global _fork_hook
-    with _fork_lock:
-        _indexes.add(index)
-        if not _fork_hook and hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_after_fork)
-            _fork_hook = True
-
-
-def _after_fork() -> None:
-    for index in list(_indexes):
-        try:
-            index._after_fork_in_child()
-        except Exception:  # noqa: BLE001, S110  (a child must come up even if its index cannot)
-            pass
