@@ -4,9 +4,10 @@
 wheel-compiled` sets it) compiles the modules that run for every decision and order (`COMPILED`:
 the trading thread's code, the ledger's journaling, scrubbing and span encoding) with mypyc into C
 extensions shipped beside their sources; the wheel then is for this platform and Python only.
-Measured: the trading thread's cost of a decision cycle drops by about 40% (README "Performance"). Without the switch, and always for editable installs
-(`pip install -e .`: a compiled module would hide every later edit of its source), the package is
-pure Python, and the hook's build dependencies are not even installed.
+Measured: the trading thread's cost of a decision cycle drops by about 40% (README "Performance").
+Without the switch, and always for editable installs (`pip install -e .`: a compiled module would
+hide every later edit of its source), the package is pure Python, and the hook's build dependencies
+are not even installed.
 
 Why mypyc: it compiles the type-annotated Python we already keep mypy-clean, with no second
 language to maintain; the same sources stay the pure-Python fallback. Why not the hatch-mypyc
