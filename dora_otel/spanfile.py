@@ -14,6 +14,7 @@ exporter), or dora's own, encoded on the event thread (`export_encoded`, see spa
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -26,6 +27,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
 
+from dora_otel._mypyc import mypyc_attr
 from dora_otel._rotating import RotatingAppender, rotated_paths
 
 _log = logging.getLogger("dora_otel.spanfile")
@@ -130,6 +132,7 @@ DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 DEFAULT_BACKUPS = 3
 
 
+@mypyc_attr(native_class=False)  # (a Python base class: see dora_otel._mypyc)
 class SpanFileExporter(SpanExporter):
     """Appends one OTLP JSON line per batch to `path`, rotating at `max_bytes` and keeping `backups`
     old files. Runs on the BatchSpanProcessor's worker thread; a write failure is counted
@@ -149,7 +152,7 @@ class SpanFileExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if not spans:
             return SpanExportResult.SUCCESS
-        return self._write(lambda: encode_request(spans), len(spans))
+        return self._write(functools.partial(encode_request, spans), len(spans))
 
     def export_encoded(self, resource_attributes: Any, scope_name: str, spans: list[bytes]) -> bool:
         """Write spans already in OTLP JSON form (`span_json` as bytes: dora's own, encoded and scrubbed on the
@@ -157,9 +160,11 @@ class SpanFileExporter(SpanExporter):
         thread; never raises. True when written."""
         if not spans:
             return True
-        result = self._write(lambda: request_line(resource_attributes, scope_name, spans), len(spans))
+        result = self._write(functools.partial(request_line, resource_attributes, scope_name, spans), len(spans))
         return result is SpanExportResult.SUCCESS
 
+    # (functools.partial, not a lambda, for `encode`: mypyc cannot compile a closure in a method of a
+    # class that is not native, which this one is not — see dora_otel._mypyc)
     def _write(self, encode: Callable[[], bytes], count: int) -> SpanExportResult:
         try:
             line = encode()

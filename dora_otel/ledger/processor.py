@@ -28,11 +28,13 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from dora_otel._mypyc import mypyc_attr
 from dora_otel.ledger.records import RecordBuilder
 
 _log = logging.getLogger("dora_otel.ledger")
 
 
+@mypyc_attr(native_class=False)  # (a Python base class: see dora_otel._mypyc)
 class ExecutionLedgerProcessor(SpanProcessor):
     def __init__(self, ledger: Any, builder: RecordBuilder) -> None:
         self._ledger = ledger

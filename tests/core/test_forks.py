@@ -57,3 +57,36 @@ def test_a_forked_child_resets_live_objects_and_the_registry_does_not_keep_them_
                           cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["child 1 parent 0", "after collect True 0"]
+
+
+def test_dora_objects_a_library_may_weakly_reference_die_cleanly(tmp_path: Path) -> None:
+    """The span exporter and the ledger's span processor sit in the OTel SDK's lists, where a
+    library may refer to them weakly. Under the compiled build they must still be ordinary
+    (weakly referenceable) objects: a native mypyc class with a Python base crashes the interpreter
+    when such an object dies. (Passes trivially on the pure modules; .ci/compiled-tests runs it on
+    the compiled ones.)"""
+    script = textwrap.dedent("""
+        import gc, weakref
+        from pathlib import Path
+        from dora_otel.ledger.processor import ExecutionLedgerProcessor
+        from dora_otel.ledger.records import RecordBuilder
+        from dora_otel.spanfile import SpanFileExporter
+
+        class NoLedger:
+            def append(self, *args): pass
+            def append_line(self, *args): pass
+
+        died = []
+        objects = [ExecutionLedgerProcessor(NoLedger(), RecordBuilder(bot_run_id="r", env="test", bot_version="1",
+                                                                      ttl_days=1)),
+                   SpanFileExporter(Path("spans.jsonl"))]
+        refs = [weakref.ref(o, lambda _, name=type(o).__name__: died.append(name)) for o in objects]
+        objects[1].shutdown()
+        del objects
+        gc.collect()
+        print(sorted(died), [r() for r in refs])
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr}"
+    assert done.stdout.strip() == "['ExecutionLedgerProcessor', 'SpanFileExporter'] [None, None]"
