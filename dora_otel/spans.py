@@ -453,8 +453,9 @@ def _attributes_json(span: LiteSpan) -> bytes | None:
             or event_verdict(fields, True) is None):
         attributes = _checked_attributes(span, new, more)
         return None if attributes is None else _dumps(attributes)
-    # Every part starts with the `}},` that closes the one before (the first is cut off below).
-    parts = [b"[", _EVENT_TYPE_PREFIX[3:], _dumps(event_type)] if event_type else [b"["]
+    # Every field's part starts with the `}},` that closes the one before (the event type's part, when
+    # there is one, comes first without it; else the first field's is cut off below).
+    parts = [b"[", _EVENT_TYPE_FIRST, _dumps(event_type)] if event_type else [b"["]
     append = parts.append
     for key, value in fields.items():
         if value is None or key in _SPAN_SKIP:
@@ -489,7 +490,7 @@ def _attributes_json(span: LiteSpan) -> bytes | None:
 
 
 _dumps = orjson.dumps
-_EVENT_TYPE_PREFIX = b'}},{"key":"dora.event_type","value":{"stringValue":'
+_EVENT_TYPE_FIRST = b'{"key":"dora.event_type","value":{"stringValue":'  # (always the first part: no `}},`)
 # `}},{"key":"dora.<name>","value":{"<kind>Value":` by field name, one cache per kind. Bounded.
 _STR_PREFIX: dict[str, bytes] = {}
 _INT_PREFIX: dict[str, bytes] = {}
